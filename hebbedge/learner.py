@@ -1,0 +1,117 @@
+"""The learner: one single-forward-pass step per batch (thesis 4.3).
+
+    forward with W_eff (each layer caches its input and output)
+    -> cross-entropy -> backward -> AdamW on C only
+    -> commit W <- W_eff.detach() -> each layer's rule gives D -> M <- beta*M + D
+
+After ``freeze_c()`` the same step runs under ``torch.no_grad()`` with no optimizer: the
+on-device mode, whose memory is W + M + one batch of activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hebbedge.layers import HebbLayer
+
+
+@dataclass
+class StepResult:
+    """What one step measured: the task loss on the batch (with W_eff) and the logits."""
+
+    loss: float
+    logits: torch.Tensor
+    skipped_layers: int = 0
+
+
+class HebbianLearner:
+    """Trains C by backprop and W by local rules; ``freeze_c()`` switches to backprop-free steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.03,
+        weight_decay: float = 0.003,
+        betas: tuple[float, float] = (0.9, 0.999),
+    ) -> None:
+        self.model = model
+        self.layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
+        if not self.layers:
+            raise ValueError("the model has no Hebbian layers (HebbLinear / HebbConv2d)")
+        self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, betas=betas)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.unfreeze_c()
+
+    @property
+    def frozen(self) -> bool:
+        return self.optimizer is None
+
+    def freeze_c(self) -> None:
+        """C becomes a constant; steps run without autograd and without optimizer state."""
+        self.optimizer = None
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+
+    def unfreeze_c(self) -> None:
+        """C is trained again, with a fresh AdamW state."""
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), **self.optimizer_config)
+
+    def _check_batch(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        if x.shape[0] != target.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"expected a non-empty batch with one label per sample, got inputs {tuple(x.shape)} and labels {tuple(target.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("inputs contain NaN or Inf; the step was refused and no weight changed")
+        n_classes = self.layers[-1].weight.shape[0]
+        if target.dtype not in (torch.int64, torch.int32) or target.min() < 0 or target.max() >= n_classes:
+            raise ValueError(f"labels must be integers in [0, {n_classes}), got {target.dtype} in [{target.min()}, {target.max()}]")
+
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> StepResult:
+        """One learning step on a batch; returns the batch loss before the local updates."""
+        self._check_batch(x, target)
+        target = target.long()
+        self.model.train()
+        if self.frozen:
+            with torch.no_grad():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, target)
+        else:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()):
+                self.optimizer.step()
+        skipped = 0
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.commit()
+                direction = layer.rule.direction(layer, target)
+                # A non-finite direction (e.g. an overflowing batch) is dropped rather than let
+                # into M, where it would poison every later step.
+                if all(d is None or torch.isfinite(d).all() for d in direction):
+                    layer.accumulate(direction)
+                else:
+                    skipped += 1
+                layer.cached = None
+        return StepResult(loss.item(), logits.detach(), skipped)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": None if self.frozen else self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if state["optimizer"] is None:
+            self.freeze_c()
+        else:
+            self.unfreeze_c()
+            self.optimizer.load_state_dict(state["optimizer"])

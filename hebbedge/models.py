@@ -1,0 +1,101 @@
+"""The thesis architectures, as Hebbian networks or as their plain-PyTorch backprop twins.
+
+``hebbian=True`` builds HebbLinear/HebbConv2d layers (weights changed only by local rules);
+``hebbian=False`` builds the same graph from nn.Linear/nn.Conv2d for end-to-end backprop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from hebbedge.layers import HebbConv2d, HebbLinear
+from hebbedge.rules import ContrastiveRule
+
+_TORCH_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in _TORCH_ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {list(_TORCH_ACTIVATIONS)}")
+
+
+def _dense(n_in: int, n_out: int, activation: str | None, hebbian: bool, eta: float, beta: float, label_smoothing: float) -> list[nn.Module]:
+    if hebbian:
+        rule = ContrastiveRule(label_smoothing) if activation is not None else None
+        return [HebbLinear(n_in, n_out, activation, rule=rule, eta=eta, beta=beta, post="l2")]
+    layers: list[nn.Module] = [nn.Linear(n_in, n_out, bias=False)]
+    return layers + ([_TORCH_ACTIVATIONS[activation]()] if activation else [])
+
+
+def _conv(n_in: int, n_out: int, kernel: int, activation: str, hebbian: bool, eta: float, beta: float, label_smoothing: float) -> list[nn.Module]:
+    if hebbian:
+        return [HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=activation,
+                           rule=ContrastiveRule(label_smoothing), eta=eta, beta=beta, post="clip")]
+    return [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2, bias=False), _TORCH_ACTIVATIONS[activation]()]
+
+
+def thesis_linear(
+    in_features: int = 784,
+    widths: tuple[int, ...] = (2000, 2000, 2000, 2000),
+    n_classes: int = 10,
+    activation: str = "tanh",
+    dropout: float = 0.0,
+    hebbian: bool = True,
+    eta: float = 1e-3,
+    beta: float = 0.9,
+    label_smoothing: float = 0.0,
+) -> nn.Sequential:
+    """The thesis linear net (ch. 5.3.1): hidden tanh layers of 2000, then the output layer."""
+    _check_activation(activation)
+    layers: list[nn.Module] = [nn.Flatten()]
+    sizes = (in_features, *widths)
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += _dense(n_in, n_out, activation, hebbian, eta, beta, label_smoothing)
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers += _dense(sizes[-1], n_classes, None, hebbian, eta, beta, label_smoothing)
+    return nn.Sequential(*layers)
+
+
+def thesis_conv(
+    in_channels: int = 1,
+    image_size: int = 28,
+    width_factor: int = 4,
+    n_classes: int = 10,
+    activation: str = "tanh",
+    dropout: float = 0.0,
+    hebbian: bool = True,
+    eta_conv: float = 1e-4,
+    eta_linear: float = 1e-3,
+    beta: float = 0.9,
+    label_smoothing: float = 0.0,
+) -> nn.Sequential:
+    """The thesis conv net (ch. 6.2): SoftHebb's conv stack without BatchNorm, two hidden FC layers.
+
+    Conv stack (SoftHebb, seed 003, Table 4): 5x5 conv96 -> 4x4 max-pool /2 -> 3x3 conv(96 f)
+    -> 4x4 max-pool /2 -> 3x3 conv(96 f^2) -> 2x2 avg-pool /2, f the width factor. Each hidden FC
+    layer divides its input size by 4, capped at 1024 (thesis Fig. 6.9). Dropout, when set, follows
+    the conv layers only (thesis 6.2).
+    """
+    _check_activation(activation)
+    if width_factor not in (1, 2, 4):
+        raise ValueError(f"width_factor must be 1, 2 or 4, got {width_factor}")
+    channels = (in_channels, 96, 96 * width_factor, 96 * width_factor**2)
+    kernels = (5, 3, 3)
+    pools = (nn.MaxPool2d(4, 2, padding=1), nn.MaxPool2d(4, 2, padding=1), nn.AvgPool2d(2, 2))
+    layers: list[nn.Module] = []
+    for n_in, n_out, k, pool in zip(channels[:-1], channels[1:], kernels, pools):
+        layers += _conv(n_in, n_out, k, activation, hebbian, eta_conv, beta, label_smoothing)
+        layers.append(pool)
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Flatten())
+    with torch.no_grad():
+        n_features = nn.Sequential(*layers).eval()(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
+    fc1 = min(n_features // 4, 1024)
+    fc2 = min(fc1 // 4, 1024)
+    for n_in, n_out in ((n_features, fc1), (fc1, fc2)):
+        layers += _dense(n_in, n_out, activation, hebbian, eta_linear, beta, label_smoothing)
+    layers += _dense(fc2, n_classes, None, hebbian, eta_linear, beta, label_smoothing)
+    return nn.Sequential(*layers)

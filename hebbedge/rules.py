@@ -1,0 +1,143 @@
+"""Local learning rules: each takes a layer's cached input/output and returns a weight direction.
+
+A rule returns D = -dL_local/dW (and -dL_local/db when the layer has a bias), derived
+analytically — no autograd inside a rule, so a rule also runs under ``torch.no_grad()`` on a
+device with no optimizer at all. Equation numbers refer to the thesis (seed 000, chapter 4).
+
+The math lives in pure functions (tensors in, tensors out) so that the frozen-C learning step can
+be traced for export; the rule objects only hold hyperparameters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from hebbedge.layers import HebbLayer
+
+EPS = 1e-8  # eq. 4.3
+
+Direction = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def activation_derivative(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """phi'(u) written in terms of the activation's output y = phi(u).
+
+    tanh' = 1 - y^2 (thesis code erratum (a) applied tanh a second time); relu' = [y > 0].
+    """
+    if activation == "tanh":
+        return 1.0 - y * y
+    if activation == "relu":
+        return (y > 0).to(y.dtype)
+    if activation is None:
+        return torch.ones_like(y)
+    raise ValueError(f"unknown activation {activation!r}; expected 'tanh', 'relu' or None")
+
+
+def contrastive_masks(target: torch.Tensor, label_smoothing: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive and negative pair masks (eq. 4.5-4.6), smoothed as in eq. 4.26-4.27."""
+    b = target.shape[0]
+    same = target.unsqueeze(1) == target.unsqueeze(0)
+    off_diag = ~torch.eye(b, dtype=torch.bool, device=target.device)
+    m_pos = (same & off_diag).to(dtype)
+    m_neg = (~same).to(dtype)
+    if label_smoothing:
+        # Thesis code erratum (b): its smoothing term sat on a separate line and was never added.
+        share = label_smoothing / (b - 1)
+        m_pos = ((1 - label_smoothing) * m_pos + share) * off_diag
+        m_neg = ((1 - label_smoothing) * m_neg + share) * off_diag
+    return m_pos, m_neg
+
+
+def contrastive_loss(y: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The local loss L = mean_{B x B}(M_pos * (1 - S) + M_neg * |S|) (eq. 4.7-4.9).
+
+    Written with autograd-friendly ops; the tests differentiate it to check the analytic rule.
+    """
+    flat = y.flatten(1)
+    yn = flat / (flat.norm(dim=1, keepdim=True) + EPS)
+    s = yn @ yn.T - torch.eye(flat.shape[0], dtype=y.dtype, device=y.device)
+    m_pos, m_neg = contrastive_masks(target, label_smoothing, y.dtype)
+    return (m_pos * (1 - s) + m_neg * s.abs()).mean()
+
+
+def contrastive_output_grad(
+    y: torch.Tensor, target: torch.Tensor, activation: str | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """dL/du for the contrastive loss, u the layer's pre-activation, shaped like y.
+
+    Chain S -> Yn -> Y -> u (eq. 4.10-4.20); the weight step (eq. 4.21-4.22) is layer-specific.
+    """
+    b = y.shape[0]
+    flat = y.flatten(1)
+    norm = flat.norm(dim=1, keepdim=True)
+    denom = norm + EPS
+    yn = flat / denom
+    s = yn @ yn.T
+    m_pos, m_neg = contrastive_masks(target, label_smoothing, y.dtype)
+    # eq. 4.13, divided by B^2 because the loss is a mean over the B x B matrix. The diagonal of
+    # S - I is excluded by the masks, so S itself can be used here.
+    g_s = (m_neg * s.sign() - m_pos) / (b * b)
+    g_yn = (g_s + g_s.T) @ yn  # eq. 4.14
+    # eq. 4.19 with the epsilon of eq. 4.3 kept exact: d(Y/(|Y|+eps)) = g/(|Y|+eps) - Y (Y.g) / (|Y| (|Y|+eps)^2)
+    radial = (flat * g_yn).sum(dim=1, keepdim=True) / (norm.clamp_min(torch.finfo(y.dtype).tiny) * denom * denom)
+    g_y = g_yn / denom - flat * radial
+    return g_y.view_as(y) * activation_derivative(y, activation)  # eq. 4.20
+
+
+def hebbian_descent_output_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """dL/d(logits) of the mean cross-entropy: (softmax(XW^T) - T) / B (eq. 4.28-4.29)."""
+    t = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    return (logits.softmax(dim=1) - t) / logits.shape[0]
+
+
+class Rule:
+    """A local rule: maps a layer's cached (input, output) and the labels to a direction.
+
+    Subclasses give dL/du at the layer's output; the layer turns that into dL/dW its own way
+    (a matrix product for linear layers, ``conv2d_weight`` for convolutions).
+    """
+
+    def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def direction(self, layer: "HebbLayer", target: torch.Tensor) -> Direction:
+        """D = -dL/dW (and -dL/db) from the input and output the layer cached on its last forward."""
+        x, out = layer.cached
+        g_w, g_b = layer.local_weight_grad(x, self.output_grad(out, target, layer.activation))
+        return -g_w, (None if g_b is None else -g_b)
+
+
+class ContrastiveRule(Rule):
+    """Contrastive rule for hidden layers (thesis 4.1), with optional label smoothing alpha (4.1.3).
+
+    A batch of one has no pairs: its direction is zero rather than a division by B - 1 = 0.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
+        if out.shape[0] < 2:
+            return torch.zeros_like(out)
+        return contrastive_output_grad(out, target, activation, self.label_smoothing)
+
+    def __repr__(self) -> str:
+        return f"ContrastiveRule(label_smoothing={self.label_smoothing})"
+
+
+class HebbianDescent(Rule):
+    """Hebbian descent for the output layer (thesis 4.1.4): D = (T - softmax(XW^T))^T X / B."""
+
+    def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
+        if activation is not None:
+            raise ValueError("HebbianDescent expects an output layer without activation (raw logits)")
+        return hebbian_descent_output_grad(out, target)
+
+    def __repr__(self) -> str:
+        return "HebbianDescent()"

@@ -1,0 +1,196 @@
+"""The single-forward-pass learner step, the frozen (on-device) mode and bad batches."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hebbedge.layers import HebbConv2d, HebbLinear
+from hebbedge.learner import HebbianLearner
+from hebbedge.models import thesis_conv, thesis_linear
+
+
+def tiny_linear(**kw) -> nn.Sequential:
+    torch.manual_seed(0)
+    return thesis_linear(in_features=12, widths=(10, 8), n_classes=3, **kw)
+
+
+def batch(b: int = 8, features: int = 12, classes: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, features, generator=g), torch.arange(b) % classes
+
+
+def warm(learner: HebbianLearner, steps: int = 3) -> None:
+    """A few steps so that the momentum buffers (the pending update) are non-zero."""
+    for s in range(steps):
+        learner.step(*batch(seed=s))
+
+
+def test_step_matches_reference_implementation_in_float64():
+    model = tiny_linear(label_smoothing=0.1).double()
+    learner = HebbianLearner(model, lr=0.05, weight_decay=0.01)
+    x, t = batch()
+    x = x.double()
+    warm_x = [(batch(seed=s)[0].double(), batch(seed=s)[1]) for s in range(2)]
+    for xb, tb in warm_x:
+        learner.step(xb, tb)
+    layers = learner.layers
+    before = copy.deepcopy(model)
+    opt_state = copy.deepcopy(learner.optimizer.state_dict())
+
+    learner.step(x, t)
+
+    # Reference: written out by hand, layer by layer, from the equations.
+    ref_layers = [m for m in before if isinstance(m, HebbLinear)]
+    coeffs = [(l.c_pre.detach().clone().requires_grad_(), l.c_post.detach().clone().requires_grad_()) for l in ref_layers]
+    h, cached, w_effs = x, [], []
+    for l, (c_pre, c_post) in zip(ref_layers, coeffs):
+        v = l.weight + l.eta * torch.outer(c_post, c_pre) * l.momentum
+        w_eff = v / v.norm(dim=1, keepdim=True)
+        u = h @ w_eff.T
+        out = torch.tanh(u) if l.activation == "tanh" else u
+        cached.append((h.detach(), out.detach(), u.detach()))
+        w_effs.append(w_eff.detach())
+        h = out
+    loss = F.cross_entropy(h, t)
+    loss.backward()
+    ref_opt = torch.optim.AdamW([p for c in coeffs for p in c], lr=0.05, weight_decay=0.01)
+    ref_opt.load_state_dict(opt_state)
+    ref_opt.step()
+    for l, new, (c_pre, c_post), w_eff, (xin, out, u) in zip(ref_layers, layers, coeffs, w_effs, cached):
+        assert torch.allclose(new.weight, w_eff, atol=1e-12)
+        assert torch.allclose(new.c_pre, c_pre, atol=1e-12) and torch.allclose(new.c_post, c_post, atol=1e-12)
+        if l.activation is None:
+            d = (F.one_hot(t, 3).double() - u.softmax(1)).T @ xin / x.shape[0]
+        else:
+            w = w_eff.clone().requires_grad_()
+            from hebbedge.rules import contrastive_loss
+
+            local = contrastive_loss(torch.tanh(xin @ w.T), t, 0.1)
+            d = -torch.autograd.grad(local, w)[0]
+        assert torch.allclose(new.momentum, l.beta * l.momentum + d, atol=1e-12)
+
+
+def test_c_gets_gradients_through_the_pending_update_and_weights_none():
+    model = tiny_linear()
+    learner = HebbianLearner(model)
+    warm(learner)
+    x, t = batch(seed=9)
+    model.train()
+    F.cross_entropy(model(x), t).backward()
+    for layer in learner.layers:
+        assert layer.c_pre.grad is not None and layer.c_pre.grad.abs().sum() > 0
+        assert layer.c_post.grad is not None and layer.c_post.grad.abs().sum() > 0
+        assert not layer.weight.requires_grad and layer.weight.grad is None
+    assert {id(p) for p in model.parameters()} == {id(p) for l in learner.layers for p in (l.c_pre, l.c_post)}
+
+
+def test_conv_c_gets_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(HebbConv2d(2, 4, 3, padding=1, groups=2, eta=0.1), nn.Flatten(), HebbLinear(4 * 25, 3, None))
+    learner = HebbianLearner(model)
+    x, t = torch.randn(6, 2, 5, 5), torch.arange(6) % 3
+    for _ in range(2):
+        learner.step(x, t)
+    model.train()
+    F.cross_entropy(model(x), t).backward()
+    conv = learner.layers[0]
+    for c in (conv.c_pre, conv.c_post, conv.c_h, conv.c_w):
+        assert c.grad.abs().sum() > 0
+
+
+def test_frozen_step_builds_no_graph_and_keeps_c():
+    model = tiny_linear()
+    learner = HebbianLearner(model)
+    warm(learner)
+    learner.freeze_c()
+    c_before = [p.detach().clone() for p in model.parameters()]
+    w_before = [l.weight.clone() for l in learner.layers]
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in model.modules()]
+    result = learner.step(*batch(seed=5))
+    for h in hooks:
+        h.remove()
+    assert learner.optimizer is None
+    assert seen and all(o.grad_fn is None for o in seen)
+    assert result.logits.grad_fn is None
+    for layer in learner.layers:
+        assert layer.weight.grad_fn is None and layer.momentum.grad_fn is None
+    assert all(torch.equal(a, b) for a, b in zip(c_before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+    # ... and it still learns: the weights moved.
+    assert any(not torch.equal(w, l.weight) for w, l in zip(w_before, learner.layers))
+
+
+def test_unfreeze_trains_c_again():
+    model = tiny_linear()
+    learner = HebbianLearner(model)
+    warm(learner)
+    learner.freeze_c()
+    learner.step(*batch(seed=4))
+    learner.unfreeze_c()
+    before = [p.detach().clone() for p in model.parameters()]
+    learner.step(*batch(seed=6))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def finite(learner: HebbianLearner) -> bool:
+    return all(torch.isfinite(t).all() for l in learner.layers for t in (l.weight, l.momentum, l.c_pre, l.c_post))
+
+
+def test_all_equal_labels_keep_weights_finite():
+    learner = HebbianLearner(tiny_linear())
+    warm(learner)
+    x, _ = batch()
+    for _ in range(3):
+        learner.step(x, torch.zeros(8, dtype=torch.long))
+    assert finite(learner)
+
+
+def test_batch_of_one_keeps_weights_finite():
+    learner = HebbianLearner(tiny_linear(label_smoothing=0.1))
+    warm(learner)
+    x, t = batch()
+    for _ in range(3):
+        learner.step(x[:1], t[:1])
+    assert finite(learner)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_refused_without_touching_weights(bad):
+    learner = HebbianLearner(tiny_linear())
+    warm(learner)
+    state = copy.deepcopy(learner.model.state_dict())
+    x, t = batch()
+    x[2, 3] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        learner.step(x, t)
+    for k, v in learner.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_bad_labels_are_named():
+    learner = HebbianLearner(tiny_linear())
+    x, _ = batch()
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):
+        learner.step(x, torch.full((8,), 7))
+    with pytest.raises(ValueError, match="one label per sample"):
+        learner.step(x, torch.zeros(5, dtype=torch.long))
+
+
+def test_thesis_architectures_build_and_twin_matches():
+    conv = thesis_conv(width_factor=1)
+    twin = thesis_conv(width_factor=1, hebbian=False)
+    x = torch.randn(2, 1, 28, 28)
+    assert conv.eval()(x).shape == twin(x).shape == (2, 10)
+    assert [type(m).__name__ for m in conv if not isinstance(m, (HebbConv2d, HebbLinear))] == [
+        type(m).__name__ for m in twin if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.Flatten))
+    ]
+    lin = thesis_linear()
+    assert [l.weight.shape for l in lin if isinstance(l, HebbLinear)] == [
+        l.weight.shape for l in thesis_linear(hebbian=False) if isinstance(l, nn.Linear)
+    ]
+    with pytest.raises(ValueError, match="width_factor"):
+        thesis_conv(width_factor=3)
