@@ -55,7 +55,7 @@ DATA_DIR = typer.Option(None, help="Folder holding mnist/ or fashion-mnist/ IDX 
 @app.command()
 def train(
     scenario: str = typer.Argument(..., help=f"What to train on: {', '.join(IID_SCENARIOS)} (i.i.d.)."),
-    learner: str = typer.Option("hebbian", help="hebbian, or the backprop twin: adam | sgd."),
+    learner: str = typer.Option("hebbian", help="hebbian; random (its random-features control); or the backprop twin: adam | sgd."),
     arch: str = ARCH,
     widths: str = WIDTHS,
     width_factor: int = WIDTH_FACTOR,

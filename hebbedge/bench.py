@@ -1,5 +1,8 @@
 """The i.i.d. benchmark: the Hebbian learner against its backprop twin, same architecture and budget.
 
+The Hebbian learner also runs as its random-features control (hidden weights never trained, same
+readout), which shows what the hidden-layer rule adds.
+
 Backprop gets a tuned learning rate per optimizer (Adam, SGD with momentum): each candidate is
 trained for `tune_epochs` and scored on the validation split (never on the test set); the best one
 then gets the full budget. The Hebbian learner runs with the thesis' settings (6.1).
@@ -44,7 +47,7 @@ def benchmark(
     dev = resolve_device(device)
     data = load_normalised(base.dataset, dev, data_dir)
     start = time.time()
-    results = {"hebbian": run(replace(base, learner="hebbian"), device, progress=progress, data=data)}
+    results = {name: run(replace(base, learner=name), device, progress=progress, data=data) for name in ("hebbian", "random")}
     for name, lrs in (("adam", adam_lrs), ("sgd", sgd_lrs)):
         cfg = replace(base, learner=name)
         tuning = tune_lr(cfg, lrs, tune_epochs, data, device, progress)

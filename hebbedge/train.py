@@ -18,7 +18,9 @@ from hebbedge.data import MEAN_STD, load_split
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_conv, thesis_linear
 
-LEARNERS = ("hebbian", "adam", "sgd")
+# hebbian: the learner; random: its random-features control (hidden weights never change, same
+# readout and rule); adam / sgd: the backprop twin.
+LEARNERS = ("hebbian", "random", "adam", "sgd")
 ARCHS = ("linear", "conv")
 
 
@@ -27,7 +29,7 @@ class TrainConfig:
     """Everything that defines one i.i.d. run. Defaults are the thesis' MNIST linear setting (6.1)."""
 
     dataset: str = "mnist"
-    learner: str = "hebbian"  # hebbian | adam | sgd (the last two: the backprop twin)
+    learner: str = "hebbian"  # one of LEARNERS
     arch: str = "linear"
     widths: tuple[int, ...] = (2000, 2000, 2000, 2000)
     width_factor: int = 4
@@ -74,7 +76,7 @@ def resolve_device(device: str) -> torch.device:
 
 def build(cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int, device: torch.device | str = "cpu") -> tuple[nn.Module, HebbianLearner | BackpropLearner]:
     """The model, on `device`, and the learner that trains it."""
-    hebbian = cfg.learner == "hebbian"
+    hebbian = cfg.learner in ("hebbian", "random")
     beta = cfg.beta if cfg.momentum else 0.0
     common = dict(n_classes=n_classes, activation=cfg.activation, dropout=cfg.dropout, hebbian=hebbian,
                   beta=beta, label_smoothing=cfg.label_smoothing)
@@ -85,7 +87,11 @@ def build(cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int, devi
                             eta_conv=cfg.eta_conv, eta_linear=cfg.eta, **common)
     model.to(device)
     if hebbian:
-        return model, HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
+        learner = HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
+        if cfg.learner == "random":
+            for layer in learner.layers[:-1]:
+                layer.eta = 0.0  # W_eff = post(W) = W: the hidden weights stay at their random init
+        return model, learner
     return model, BackpropLearner(model, cfg.learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

@@ -35,7 +35,7 @@ def test_train_backprop_twin(tmp_path):
     "args, message",
     [
         (["train", "cifar-100"], "valid: mnist, fashion-mnist"),
-        (["train", "mnist", "--learner", "magic"], "expected one of ['hebbian', 'adam', 'sgd']"),
+        (["train", "mnist", "--learner", "magic"], "expected one of ['hebbian', 'random', 'adam', 'sgd']"),
         (["train", "mnist", "--arch", "rnn"], "unknown architecture"),
         (["train", "mnist", "--widths", "20x20"], "comma-separated integers"),
         (["train", "mnist", "--device", "tpu"], "expected auto, cpu or cuda"),

@@ -194,3 +194,41 @@ def test_thesis_architectures_build_and_twin_matches():
     ]
     with pytest.raises(ValueError, match="width_factor"):
         thesis_conv(width_factor=3)
+
+
+def test_fused_l2_pending_update_matches_generic_autograd():
+    from hebbedge.layers import HebbLayer
+
+    torch.manual_seed(4)
+    layer = HebbLinear(9, 6, "tanh").double()
+    layer.momentum.normal_()
+    with torch.no_grad():
+        layer.c_pre.uniform_(0.5, 2)
+        layer.c_post.uniform_(-1, 2)
+    g = torch.randn(6, 9, dtype=torch.float64)
+    grads = []
+    for pending in (layer.pending_weight, lambda: HebbLayer.pending_weight(layer)):
+        layer.zero_grad()
+        w = pending()
+        (w * g).sum().backward()
+        grads.append((w.detach(), layer.c_pre.grad.clone(), layer.c_post.grad.clone()))
+    for fused, generic in zip(*grads):
+        assert torch.allclose(fused, generic, rtol=1e-10, atol=1e-12)
+    from hebbedge.layers import _L2PendingUpdate
+
+    assert torch.autograd.gradcheck(
+        lambda cp, cq: _L2PendingUpdate.apply(layer.weight, layer.momentum, cp, cq, 0.3),
+        (layer.c_post.detach().clone().requires_grad_(), layer.c_pre.detach().clone().requires_grad_()),
+    )
+
+
+def test_random_features_control_never_changes_hidden_weights():
+    from hebbedge.train import TrainConfig, build
+
+    model, learner = build(TrainConfig(learner="random", widths=(10, 8)), (1, 3, 4), 3)
+    hidden = [l.weight.clone() for l in learner.layers[:-1]]
+    readout = learner.layers[-1].weight.clone()
+    for s in range(4):
+        learner.step(batch(seed=s)[0].view(8, 1, 3, 4), batch(seed=s)[1])
+    assert all(torch.equal(a, l.weight) for a, l in zip(hidden, learner.layers[:-1]))
+    assert not torch.equal(readout, learner.layers[-1].weight)
