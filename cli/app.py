@@ -76,6 +76,7 @@ def train(
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Write the result (config, history, accuracy) as JSON here."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Save the trained model and learner state here (torch.save)."),
 ) -> None:
     """Train on an i.i.d. dataset with the Hebbian learner or its backprop twin; print test accuracy."""
     from hebbedge.files import save_json
@@ -86,7 +87,7 @@ def train(
                       eta_conv=eta_conv, momentum=momentum, label_smoothing=label_smoothing, c_lr=c_lr,
                       c_weight_decay=c_weight_decay, lr=lr)
     try:
-        result = run(cfg, device, data_dir)
+        result = run(cfg, device, data_dir, checkpoint=checkpoint)
     except (DataNotFoundError, ValueError) as err:
         fail(str(err))
     typer.echo(f"{scenario} ({arch}, {learner}, {epochs} epoch(s), {result['device']}): "

@@ -184,6 +184,9 @@ class HebbLinear(HebbLayer):
         super().__init__(w, bias, activation, rule, eta, beta, post, clip_value)
         self.in_features, self.out_features = in_features, out_features
 
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
+
     def coefficient(self) -> torch.Tensor:
         return torch.outer(self.c_post, self.c_pre)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from hebbedge.backprop import BackpropLearner
 from hebbedge.data import MEAN_STD, load_split
+from hebbedge.files import save_checkpoint
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_conv, thesis_linear
 
@@ -155,8 +157,11 @@ def fit(
 
 
 def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, progress: bool = True,
-        data: tuple[torch.Tensor, ...] | None = None) -> dict:
-    """Train one config on its i.i.d. dataset; returns config, history and test accuracy."""
+        data: tuple[torch.Tensor, ...] | None = None, checkpoint: str | Path | None = None) -> dict:
+    """Train one config on its i.i.d. dataset; returns config, history and test accuracy.
+
+    With `checkpoint`, the trained model and learner state are saved there (atomically) with the config.
+    """
     dev = resolve_device(device)
     x_train, y_train, x_test, y_test = data if data is not None else load_normalised(cfg.dataset, dev, data_dir)
     torch.manual_seed(cfg.seed)
@@ -166,6 +171,8 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
     val = (x_train[val_idx], y_train[val_idx]) if cfg.val_size else None
     start = time.time()
     history = fit(learner, x_train[train_idx], y_train[train_idx], cfg.epochs, cfg.batch_size, val, cfg.seed, progress, desc=cfg.learner)
+    if checkpoint:
+        save_checkpoint(checkpoint, {"config": asdict(cfg), "learner": learner.state_dict()})
     return {
         "config": asdict(cfg),
         "device": str(dev),

@@ -14,14 +14,24 @@ runner = CliRunner()
 
 
 def test_train_mnist_tiny_run_learns_and_writes_json(tmp_path):
-    out = tmp_path / "result.json"
+    out, ckpt = tmp_path / "result.json", tmp_path / "model.pt"
     result = runner.invoke(app, ["train", "mnist", "--widths", "64,64", "--train-size", "3000", "--val-size", "500",
-                                 "--epochs", "2", "--device", "cpu", "--out", str(out)])
+                                 "--epochs", "2", "--device", "cpu", "--out", str(out), "--checkpoint", str(ckpt)])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
     record = json.loads(out.read_text())
     assert record["config"]["learner"] == "hebbian" and len(record["history"]) == 2
     assert record["test_acc"] > 0.5  # chance is 0.1
+    # The checkpoint restores a model with the same test accuracy.
+    import torch
+    from hebbedge.train import TrainConfig, build, evaluate, load_normalised
+
+    state = torch.load(ckpt)
+    cfg = TrainConfig(**state["config"])
+    model, learner = build(cfg, (1, 28, 28), 10)
+    learner.load_state_dict(state["learner"])
+    _, _, x_test, y_test = load_normalised("mnist", torch.device("cpu"))
+    assert evaluate(model, x_test, y_test) == record["test_acc"]
 
 
 def test_train_backprop_twin(tmp_path):
