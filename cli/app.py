@@ -104,6 +104,7 @@ def bench(
     width_factor: int = WIDTH_FACTOR,
     epochs: int = EPOCHS,
     batch_size: int = BATCH,
+    train_size: Optional[int] = typer.Option(None, help="Train on only this many samples (quick runs)."),
     tune_epochs: int = typer.Option(1, help="Epochs per candidate learning rate when tuning backprop."),
     adam_lrs: str = typer.Option("3e-4,1e-3,3e-3", help="Adam learning rates tried."),
     sgd_lrs: str = typer.Option("1e-3,1e-2,3e-2,1e-1", help="SGD-momentum learning rates tried."),
@@ -115,9 +116,10 @@ def bench(
     """Benchmark the Hebbian learner against backprop (Adam, SGD-momentum; tuned lr), same budget."""
     from hebbedge.bench import benchmark
     from hebbedge.files import save_json
+    from hebbedge.plots import plot_learning_curves
 
     cfg = make_config(scenario, learner="hebbian", arch=arch, widths=widths, width_factor=width_factor,
-                      epochs=epochs, batch_size=batch_size, seed=seed)
+                      epochs=epochs, batch_size=batch_size, train_size=train_size, seed=seed)
     try:
         result = benchmark(cfg, tune_epochs, parse_floats(adam_lrs, "--adam-lrs"), parse_floats(sgd_lrs, "--sgd-lrs"), device, data_dir)
     except (DataNotFoundError, ValueError) as err:
@@ -125,6 +127,7 @@ def bench(
     for name, r in result["summary"].items():
         typer.echo(f"{name:8s} test acc {100 * r['test_acc']:.2f}%" + (f"  (lr {r['lr']:g})" if "lr" in r else "") + f"  {r['seconds']:.0f}s")
     typer.echo(f"result written to {save_json(out, result)}")
+    typer.echo(f"learning curves plotted to {plot_learning_curves(result, out.with_suffix('.png'))}")
 
 
 def main() -> None:

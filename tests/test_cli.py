@@ -86,3 +86,17 @@ def test_save_json_keeps_the_old_file_when_writing_fails(tmp_path):
         save_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_bench_writes_json_and_plot(tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "mnist", "--widths", "32", "--train-size", "2000", "--epochs", "2",
+                                 "--adam-lrs", "1e-3,1e-2", "--sgd-lrs", "1e-2", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert set(record["summary"]) == {"hebbian", "random", "adam", "sgd"}
+    assert set(record["runs"]["adam"]["tuning"]["val_acc_by_lr"]) == {"0.001", "0.01"}
+    best = record["runs"]["adam"]["tuning"]
+    assert best["val_acc_by_lr"][str(best["lr"])] == max(best["val_acc_by_lr"].values())
+    assert all(len(r["history"]) == 2 for r in record["runs"].values())
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
