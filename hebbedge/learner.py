@@ -10,6 +10,7 @@ on-device mode, whose memory is W + M + one batch of activations.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -77,30 +78,45 @@ class HebbianLearner:
         self._check_batch(x, target)
         target = target.long()
         self.model.train()
-        if self.frozen:
-            with torch.no_grad():
-                logits = self.model(x)
-                loss = F.cross_entropy(logits, target)
-        else:
+        with torch.no_grad() if self.frozen else nullcontext():
             logits = self.model(x)
             loss = F.cross_entropy(logits, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()):
-                self.optimizer.step()
-        skipped = 0
-        with torch.no_grad():
-            for layer in self.layers:
-                layer.commit()
-                direction = layer.rule.direction(layer, target)
-                # A non-finite direction (e.g. an overflowing batch) is dropped rather than let
-                # into M, where it would poison every later step.
-                if all(d is None or torch.isfinite(d).all() for d in direction):
-                    layer.accumulate(direction)
-                else:
-                    skipped += 1
-                layer.cached = None
+        self.update_c(loss)
+        skipped = self.local_update(target)
         return StepResult(loss.item(), logits.detach(), skipped)
+
+    def update_c(self, loss: torch.Tensor) -> None:
+        """Backprop the task loss into C through the pending update; AdamW steps C. No-op when frozen."""
+        if self.frozen:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.step_c()
+
+    def step_c(self) -> None:
+        """AdamW on C from the gradients already in .grad; skipped when they are not finite."""
+        if all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()):
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def local_update(self, target: torch.Tensor) -> int:
+        """Commit W <- W_eff, then each layer's rule gives D and M <- beta*M + D.
+
+        Needs the training-mode forward of this batch (each layer cached its input and output).
+        Returns how many layers dropped a non-finite direction.
+        """
+        skipped = 0
+        for layer in self.layers:
+            layer.commit()
+            direction = layer.rule.direction(layer, target)
+            # A non-finite direction (e.g. an overflowing batch) is dropped rather than let into M,
+            # where it would poison every later step.
+            if all(d is None or torch.isfinite(d).all() for d in direction):
+                layer.accumulate(direction)
+            else:
+                skipped += 1
+            layer.cached = None
+        return skipped
 
     def state_dict(self) -> dict:
         return {
