@@ -9,7 +9,8 @@ import typer
 
 from hebbedge.data import DATASETS, DataNotFoundError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
 
 IID_SCENARIOS = DATASETS  # i.i.d. training on the whole dataset
 
@@ -19,81 +20,173 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
+def stream_names() -> tuple[str, ...]:
+    from hebbedge.scenarios import SCENARIOS
+
+    return tuple(SCENARIOS)
+
+
+def parse_list(text: str, option: str, kind: type = float) -> tuple:
     try:
-        return tuple(float(v) for v in text.split(","))
+        return tuple(kind(v) for v in text.split(","))
     except ValueError:
-        fail(f"{option} expects comma-separated numbers, e.g. 1e-3,3e-3; got {text!r}")
+        fail(f"{option} expects comma-separated {'integers' if kind is int else 'numbers'}, e.g. "
+             f"{'2000,2000' if kind is int else '1e-3,3e-3'}; got {text!r}")
+
+
+def check_scenario(scenario: str) -> None:
+    if scenario not in IID_SCENARIOS + stream_names():
+        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)} (i.i.d.) and "
+             f"{', '.join(stream_names())} (streams; `hebbedge scenarios` lists them)")
+
+
+def pick_device(device: str):
+    from hebbedge.train import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as err:
+        fail(str(err))
 
 
 def make_config(scenario: str, **kw):
     from hebbedge.train import TrainConfig
 
-    if scenario not in IID_SCENARIOS:
-        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
-    try:
-        widths = tuple(int(w) for w in kw.pop("widths").split(","))
-    except ValueError:
-        fail("--widths expects comma-separated integers, e.g. 2000,2000,2000,2000")
+    widths = parse_list(kw.pop("widths"), "--widths", int)
     try:
         return TrainConfig(dataset=scenario, widths=widths, **kw)
     except ValueError as err:
         fail(str(err))
 
 
-# Options shared by `train` and `bench`.
-ARCH = typer.Option("linear", help="linear (thesis 4x2000 tanh) or conv (SoftHebb conv stack + 2 FC).")
-WIDTHS = typer.Option("2000,2000,2000,2000", help="Hidden widths of the linear net.")
-WIDTH_FACTOR = typer.Option(4, help="Conv width factor (1, 2 or 4).")
-EPOCHS = typer.Option(1, help="Epochs (the thesis schedule is 100).")
-BATCH = typer.Option(32, help="Batch size (thesis: 32).")
-SEED = typer.Option(0, help="Seed for initialisation, split and batch order.")
+# Options shared by several commands.
+ARCH = typer.Option("linear", help="i.i.d.: linear (thesis 4x2000 tanh) or conv (SoftHebb conv stack + 2 FC).")
+WIDTHS = typer.Option("2000,2000,2000,2000", help="i.i.d.: hidden widths of the linear net.")
+WIDTH_FACTOR = typer.Option(4, help="i.i.d.: conv width factor (1, 2 or 4).")
+BATCH = typer.Option(32, help="i.i.d.: batch size (thesis: 32). Streams take theirs from the config.")
+SEED = typer.Option(0, help="Seed for initialisation, split, class order and batch order.")
 DEVICE = typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")
 DATA_DIR = typer.Option(None, help="Folder holding mnist/ or fashion-mnist/ IDX files (else $HEBBEDGE_DATA, cache, ...).")
+TRAIN_SIZE = typer.Option(None, help="Train on only this many samples (quick runs).")
+
+
+@app.command()
+def scenarios() -> None:
+    """List what `hebbedge train` and `hebbedge compare` can run."""
+    from hebbedge.scenarios import SCENARIOS
+
+    typer.echo("i.i.d. (hebbedge train):")
+    for name in IID_SCENARIOS:
+        typer.echo(f"  {name:20s} the whole {name} training set, shuffled")
+    typer.echo("streams (hebbedge train / compare):")
+    for spec in SCENARIOS.values():
+        typer.echo(f"  {spec.name:20s} {spec.n_experiences} experiences; {spec.description}")
 
 
 @app.command()
 def train(
-    scenario: str = typer.Argument(..., help=f"What to train on: {', '.join(IID_SCENARIOS)} (i.i.d.)."),
-    learner: str = typer.Option("hebbian", help="hebbian; random (its random-features control); or the backprop twin: adam | sgd."),
+    scenario: str = typer.Argument(..., help="An i.i.d. dataset (mnist, fashion-mnist) or a stream (see `hebbedge scenarios`)."),
+    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | naive | ewc | si | lwf | replay | joint | slda."),
+    freeze_c_after: Optional[int] = typer.Option(None, help="Streams: freeze C after this experience (0-based); later ones learn backprop-free."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (i.i.d. default 1, thesis 100; streams: per experience, default from the config)."),
     arch: str = ARCH,
     widths: str = WIDTHS,
     width_factor: int = WIDTH_FACTOR,
-    activation: str = typer.Option("tanh", help="tanh or relu."),
-    dropout: float = typer.Option(0.0, help="Dropout rate."),
-    epochs: int = EPOCHS,
+    activation: str = typer.Option("tanh", help="i.i.d.: tanh or relu."),
+    dropout: float = typer.Option(0.0, help="i.i.d.: dropout rate."),
     batch_size: int = BATCH,
-    val_size: int = typer.Option(5000, help="Training samples held out to pick the best epoch."),
-    train_size: Optional[int] = typer.Option(None, help="Train on only this many samples (quick runs)."),
+    val_size: int = typer.Option(5000, help="i.i.d.: training samples held out to pick the best epoch."),
+    train_size: Optional[int] = TRAIN_SIZE,
+    test_size: Optional[int] = typer.Option(None, help="Streams: evaluate on only this many test samples (quick runs)."),
     seed: int = SEED,
-    eta: float = typer.Option(1e-3, help="Initial Hebbian rate eta of linear layers."),
-    eta_conv: float = typer.Option(1e-4, help="Initial Hebbian rate eta of conv layers."),
-    momentum: bool = typer.Option(True, help="Hebbian momentum buffer (--no-momentum: M = D)."),
-    label_smoothing: float = typer.Option(0.0, help="Label smoothing alpha of the contrastive rule."),
-    c_lr: float = typer.Option(0.03, help="AdamW learning rate on C."),
-    c_weight_decay: float = typer.Option(0.003, help="AdamW weight decay on C."),
-    lr: float = typer.Option(1e-3, help="Backprop learning rate."),
+    eta: float = typer.Option(1e-3, help="i.i.d.: initial Hebbian rate eta of linear layers."),
+    eta_conv: float = typer.Option(1e-4, help="i.i.d.: initial Hebbian rate eta of conv layers."),
+    momentum: bool = typer.Option(True, help="i.i.d.: Hebbian momentum buffer (--no-momentum: M = D)."),
+    label_smoothing: float = typer.Option(0.0, help="i.i.d.: label smoothing alpha of the contrastive rule."),
+    c_lr: float = typer.Option(0.03, help="i.i.d.: AdamW learning rate on C."),
+    c_weight_decay: float = typer.Option(0.003, help="i.i.d.: AdamW weight decay on C."),
+    lr: float = typer.Option(1e-3, help="i.i.d.: backprop learning rate."),
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
-    out: Optional[Path] = typer.Option(None, help="Write the result (config, history, accuracy) as JSON here."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Save the trained model and learner state here (torch.save)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN."),
+    resume: bool = typer.Option(False, help="Streams: continue the interrupted run in --out from its checkpoint."),
 ) -> None:
-    """Train on an i.i.d. dataset with the Hebbian learner or its backprop twin; print test accuracy."""
+    """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy."""
+    check_scenario(scenario)
+    dev = pick_device(device)
+    out = out or Path("runs") / f"{scenario}-{learner}-seed{seed}"
+    if scenario in IID_SCENARIOS:
+        if freeze_c_after is not None or resume:
+            fail("--freeze-c-after and --resume apply to streams; an i.i.d. run is one training")
+        train_iid(scenario, out, dev, data_dir, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
+                  activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
+                  train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
+                  label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
+    else:
+        train_stream(scenario, out, dev, data_dir, resume, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
+                     epochs=epochs, train_size=train_size, test_size=test_size)
+
+
+def train_iid(scenario: str, out: Path, dev, data_dir: str | None, **kw) -> None:
     from hebbedge.files import save_json
     from hebbedge.train import run
 
-    cfg = make_config(scenario, learner=learner, arch=arch, widths=widths, width_factor=width_factor, activation=activation,
-                      dropout=dropout, epochs=epochs, batch_size=batch_size, val_size=val_size, train_size=train_size, seed=seed, eta=eta,
-                      eta_conv=eta_conv, momentum=momentum, label_smoothing=label_smoothing, c_lr=c_lr,
-                      c_weight_decay=c_weight_decay, lr=lr)
+    cfg = make_config(scenario, **kw)
     try:
-        result = run(cfg, device, data_dir, checkpoint=checkpoint)
+        result = run(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt")
     except (DataNotFoundError, ValueError) as err:
         fail(str(err))
-    typer.echo(f"{scenario} ({arch}, {learner}, {epochs} epoch(s), {result['device']}): "
+    typer.echo(f"{scenario} (i.i.d., {cfg.arch}, {cfg.learner}, {cfg.epochs} epoch(s), {result['device']}): "
                f"test accuracy {100 * result['test_acc']:.2f}%")
-    if out:
-        typer.echo(f"result written to {save_json(out, result)}")
+    typer.echo(f"run directory: {save_json(out / 'result.json', result).parent}")
+
+
+def train_stream(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
+    from hebbedge.continual import StreamRun, describe, run_stream
+    from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves
+
+    try:
+        run = StreamRun(scenario, **kw)
+        results = run_stream(run, out, dev, data_dir, resume=resume)
+    except (DataNotFoundError, ValueError, FileExistsError) as err:
+        fail(str(err))
+    matrices = {p: r["matrix"] for p, r in results["protocols"].items()}
+    plot_accuracy_matrices({run.learner: matrices}, out / "accuracy_matrix.png")
+    if len(matrices["class-incremental"]) > 1:
+        plot_experience_curves({run.learner: matrices["class-incremental"]}, "class-incremental", out / "experience_accuracy.png")
+    typer.echo(f"{scenario} ({run.learner}, seed {run.seed}, {results['device']}):")
+    typer.echo(describe(results))
+    typer.echo(f"run directory: {out}")
+
+
+@app.command()
+def compare(
+    scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
+    learners: str = typer.Option("hebbian,random,naive,ewc,si,lwf,replay,joint,slda", help="Comma-separated learners."),
+    seeds: int = typer.Option(3, help="Seeds 0..N-1 for every learner."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per experience (default from the config)."),
+    train_size: Optional[int] = TRAIN_SIZE,
+    test_size: Optional[int] = typer.Option(None, help="Evaluate on only this many test samples (quick runs)."),
+    device: str = DEVICE,
+    data_dir: Optional[str] = DATA_DIR,
+    out: Optional[Path] = typer.Option(None, help="Report directory. Default runs/compare-SCENARIO."),
+) -> None:
+    """Run several learners over seeds on a stream; write a Markdown/JSON/CSV report and PNG plots."""
+    from hebbedge.report import compare as run_compare
+    from hebbedge.report import markdown_table
+
+    if scenario not in stream_names():
+        fail(f"unknown stream {scenario!r}; valid: {', '.join(stream_names())}")
+    if seeds < 1:
+        fail(f"--seeds must be at least 1, got {seeds}")
+    out = out or Path("runs") / f"compare-{scenario}"
+    try:
+        record = run_compare(scenario, [s.strip() for s in learners.split(",")], seeds, out, pick_device(device),
+                             data_dir, epochs, train_size, test_size)
+    except (DataNotFoundError, ValueError) as err:
+        fail(str(err))
+    typer.echo(markdown_table(record["summary"], record["seeds"]))
+    typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
 
 
 @app.command()
@@ -102,26 +195,29 @@ def bench(
     arch: str = ARCH,
     widths: str = WIDTHS,
     width_factor: int = WIDTH_FACTOR,
-    epochs: int = EPOCHS,
+    epochs: int = typer.Option(1, help="Epochs (the thesis schedule is 100)."),
     batch_size: int = BATCH,
-    train_size: Optional[int] = typer.Option(None, help="Train on only this many samples (quick runs)."),
+    train_size: Optional[int] = TRAIN_SIZE,
     tune_epochs: int = typer.Option(1, help="Epochs per candidate learning rate when tuning backprop."),
     adam_lrs: str = typer.Option("3e-4,1e-3,3e-3", help="Adam learning rates tried."),
     sgd_lrs: str = typer.Option("1e-3,1e-2,3e-2,1e-1", help="SGD-momentum learning rates tried."),
     seed: int = SEED,
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
-    out: Path = typer.Option(Path("runs/bench-mnist.json"), help="JSON result file."),
+    out: Path = typer.Option(Path("runs/bench-mnist.json"), help="JSON result file (the plot goes beside it)."),
 ) -> None:
     """Benchmark the Hebbian learner against backprop (Adam, SGD-momentum; tuned lr), same budget."""
     from hebbedge.bench import benchmark
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
 
+    if scenario not in IID_SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
     cfg = make_config(scenario, learner="hebbian", arch=arch, widths=widths, width_factor=width_factor,
                       epochs=epochs, batch_size=batch_size, train_size=train_size, seed=seed)
+    adam, sgd = parse_list(adam_lrs, "--adam-lrs"), parse_list(sgd_lrs, "--sgd-lrs")
     try:
-        result = benchmark(cfg, tune_epochs, parse_floats(adam_lrs, "--adam-lrs"), parse_floats(sgd_lrs, "--sgd-lrs"), device, data_dir)
+        result = benchmark(cfg, tune_epochs, adam, sgd, str(pick_device(device)), data_dir)
     except (DataNotFoundError, ValueError) as err:
         fail(str(err))
     for name, r in result["summary"].items():

@@ -1,4 +1,4 @@
-"""Find, fetch and load MNIST / Fashion-MNIST from their IDX files.
+"""Find, fetch and load MNIST / Fashion-MNIST from their IDX files (and CIFAR-10's python batches).
 
 The data is looked up in a fixed search path (see `search_path`) before anything is downloaded, so
 offline machines, Debian dataset packages and the copy shipped inside the package all just work.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import socket
 from pathlib import Path
 
@@ -25,6 +26,9 @@ PACKAGE_ROOT = Path(__file__).parent / "datasets"  # the copy carried inside the
 _TV_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# CIFAR-10, "python version": the folder the official tarball (and torchvision) extracts to.
+CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 # IDX type byte -> numpy dtype (data is big-endian).
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -141,3 +145,55 @@ def load_split(name: str, train: bool, data_dir: str | Path | None = None,
         raise ValueError(f"{folder}: unexpected shapes images {tuple(images.shape)}, "
                          f"labels {tuple(labels.shape)}")
     return images.unsqueeze(1).float().div_(255), labels.long()
+
+
+def _cifar10_candidates(data_dir: str | Path | None) -> list[Path]:
+    """Every folder that may hold CIFAR-10's six python batches, in search order."""
+    out = []
+    for root in search_path(data_dir):
+        out += [root / CIFAR10_FOLDER, root / "cifar10" / CIFAR10_FOLDER]
+        if data_dir is not None and root == Path(data_dir).expanduser():
+            out.append(root)  # the batches themselves, named explicitly
+    return out
+
+
+def find_cifar10(data_dir: str | Path | None = None) -> Path:
+    """The first `cifar-10-batches-py` folder on the search path; DataNotFoundError if none.
+
+    Never downloads: CIFAR-10 is 170 MB and these machines are often offline.
+    """
+    candidates = _cifar10_candidates(data_dir)
+    for folder in candidates:
+        if all((folder / f).is_file() for f in _CIFAR10_FILES):
+            return folder
+    places = "\n".join(f"  {p}" for p in candidates)
+    raise DataNotFoundError(
+        f"dataset 'cifar10' not found. Searched, in order:\n{places}\n"
+        f"No folder there holds all six python batches ({', '.join(_CIFAR10_FILES)}). CIFAR-10 is "
+        f"not downloaded automatically here (machines may be offline): fetch and extract "
+        f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, then point "
+        f"hebbedge at it with `--data-dir DIR` or `export HEBBEDGE_DATA=DIR`, where DIR holds "
+        f"{CIFAR10_FOLDER}/.")
+
+
+def load_cifar10(train: bool, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 images as float32 [N, 3, 32, 32] in [0, 1] and labels as int64 [N].
+
+    Reads the python pickle batches directly. torchvision's CIFAR10 reads the same files but
+    insists on their MD5 sums, which files made by tests (or re-packed copies) cannot pass.
+    The batches are pickles: only point this at data you trust.
+    """
+    folder = find_cifar10(data_dir)
+    images, labels = [], []
+    for name in _CIFAR10_FILES[:5] if train else _CIFAR10_FILES[5:]:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        x = np.asarray(batch[b"data"], dtype=np.uint8)
+        y = np.asarray(batch[b"labels"], dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != x.shape[:1]:
+            raise ValueError(f"{folder / name}: unexpected shapes data {x.shape}, labels {y.shape} "
+                             f"(expected uint8 [N, 3072] and N labels)")
+        images.append(x.reshape(-1, 3, 32, 32))  # rows are R (1024), G, B planes, row-major
+        labels.append(y)
+    x = torch.from_numpy(np.concatenate(images))
+    return x.float().div_(255), torch.from_numpy(np.concatenate(labels))

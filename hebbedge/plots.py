@@ -29,3 +29,45 @@ def plot_learning_curves(result: dict, path: str | Path) -> Path:
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return out
+
+
+def plot_accuracy_matrices(matrices: dict[str, dict[str, list[list[float]]]], path: str | Path) -> Path:
+    """Heatmaps of a[i][j] per learner (rows) and protocol (columns); values in percent."""
+    learners = list(matrices)
+    protocols = list(next(iter(matrices.values())))
+    fig, axes = plt.subplots(len(learners), len(protocols), figsize=(3.2 * len(protocols), 2.8 * len(learners)), squeeze=False)
+    for r, learner in enumerate(learners):
+        for c, protocol in enumerate(protocols):
+            ax, m = axes[r][c], [[100 * v for v in row] for row in matrices[learner][protocol]]
+            ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
+            for i, row in enumerate(m):
+                for j, v in enumerate(row):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+            ax.set(title=f"{learner}, {protocol}", xlabel="evaluated experience", ylabel="after training")
+            ax.title.set_fontsize(9)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out
+
+
+def plot_experience_curves(matrices: dict[str, list[list[float]]], protocol: str, path: str | Path) -> Path:
+    """Accuracy on each experience (one line each) as training moves through the stream, per learner."""
+    learners = [name for name, m in matrices.items() if len(m) > 1]  # joint has a single evaluation
+    cols = min(3, len(learners)) or 1
+    rows = -(-len(learners) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for k, learner in enumerate(learners):
+        ax, m = axes[k // cols][k % cols], matrices[learner]
+        for j in range(len(m[0])):
+            ax.plot(range(j, len(m)), [100 * m[i][j] for i in range(j, len(m))], marker="o", ms=3, label=f"exp {j}")
+        ax.set(title=learner, xlabel="after training experience", ylabel="accuracy (%)", ylim=(0, 102))
+        ax.grid(alpha=0.3)
+    for k in range(len(learners), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"accuracy of each experience over time ({protocol})")
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out

@@ -14,9 +14,9 @@ runner = CliRunner()
 
 
 def test_train_mnist_tiny_run_learns_and_writes_json(tmp_path):
-    out, ckpt = tmp_path / "result.json", tmp_path / "model.pt"
+    out, ckpt = tmp_path / "result.json", tmp_path / "checkpoint.pt"
     result = runner.invoke(app, ["train", "mnist", "--widths", "64,64", "--train-size", "3000", "--val-size", "500",
-                                 "--epochs", "2", "--device", "cpu", "--out", str(out), "--checkpoint", str(ckpt)])
+                                 "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
     record = json.loads(out.read_text())
@@ -36,7 +36,7 @@ def test_train_mnist_tiny_run_learns_and_writes_json(tmp_path):
 
 def test_train_backprop_twin(tmp_path):
     result = runner.invoke(app, ["train", "mnist", "--learner", "sgd", "--lr", "0.05", "--widths", "32", "--train-size", "2000",
-                                 "--val-size", "200", "--device", "cpu"])
+                                 "--val-size", "200", "--device", "cpu", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "sgd" in result.output
 
@@ -44,7 +44,7 @@ def test_train_backprop_twin(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "cifar-100"], "valid: mnist, fashion-mnist"),
+        (["train", "cifar-100"], "valid: mnist, fashion-mnist (i.i.d.) and split-mnist"),
         (["train", "mnist", "--learner", "magic"], "expected one of ['hebbian', 'random', 'adam', 'sgd']"),
         (["train", "mnist", "--arch", "rnn"], "unknown architecture"),
         (["train", "mnist", "--widths", "20x20"], "comma-separated integers"),
@@ -71,7 +71,7 @@ def test_missing_data_offline_names_the_search_path(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(empty / "mine"), "--device", "cpu"])
+    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(empty / "mine"), "--device", "cpu", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     for place in ("mine", "env", "cache", "sys", "pkg"):
         assert str(empty / place) in result.output

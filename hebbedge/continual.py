@@ -1,0 +1,212 @@
+"""One learner on one stream: build the strategy, train experience by experience, evaluate, save.
+
+Every learner is an Avalanche strategy on the same architecture: the Hebbian learner
+(``HebbianStrategy``), its random-features control, and Avalanche's own baselines.
+After each experience the whole test stream is evaluated and a checkpoint is written atomically,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import dill
+import numpy as np
+import torch
+import torch.nn as nn
+from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.logging import InteractiveLogger
+from avalanche.training import EWC, LwF, Naive, Replay, StreamingLDA, SynapticIntelligence
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.supervised.joint_training import JointTraining
+
+from hebbedge.files import atomic_write, save_json
+from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
+from hebbedge.models import thesis_conv, thesis_linear
+from hebbedge.scenarios import SCENARIOS, load_config, make_stream
+from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
+
+HEBBIAN_LEARNERS = ("hebbian", "random")
+BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint", "slda")
+CL_LEARNERS = HEBBIAN_LEARNERS + BASELINES
+
+
+@dataclass
+class StreamRun:
+    """What defines one continual run (the stream's config file supplies the rest)."""
+
+    scenario: str
+    learner: str = "hebbian"
+    seed: int = 0
+    freeze_c_after: int | None = None
+    epochs: int | None = None  # None: the config's
+    class_order: list[int] | None = None
+    train_size: int | None = None  # quick runs and tests
+    test_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
+        if self.learner not in CL_LEARNERS:
+            raise ValueError(f"unknown learner {self.learner!r}; valid: {', '.join(CL_LEARNERS)}")
+        if self.freeze_c_after is not None and self.learner not in HEBBIAN_LEARNERS:
+            raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
+
+
+def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...], n_classes: int, dropout: float) -> nn.Sequential:
+    """The config's architecture, Hebbian when `hebbian` holds the learner's settings."""
+    common = dict(n_classes=n_classes, activation=model_cfg.get("activation", "tanh"), dropout=dropout, hebbian=hebbian is not None)
+    if hebbian is not None:
+        common.update(beta=hebbian["beta"] if hebbian.get("momentum", True) else 0.0, label_smoothing=hebbian.get("label_smoothing", 0.0))
+    if model_cfg["arch"] == "conv":
+        etas = dict(eta_conv=hebbian.get("eta_conv", 1e-4), eta_linear=hebbian["eta"]) if hebbian else {}
+        return thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=model_cfg.get("width_factor", 1), **etas, **common)
+    etas = dict(eta=hebbian["eta"]) if hebbian else {}
+    return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model_cfg["widths"]), **etas, **common)
+
+
+def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list, evaluator):
+    """The Avalanche strategy for `run.learner`, on the config's architecture."""
+    stream = cfg["stream"]
+    common = dict(train_mb_size=stream["batch_size"], train_epochs=run.epochs or stream["epochs"],
+                  eval_mb_size=stream["eval_batch_size"], device=device, evaluator=evaluator)
+    if run.learner in HEBBIAN_LEARNERS:
+        h = cfg["hebbian"]
+        model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0))
+        if run.freeze_c_after is not None:
+            plugins = plugins + [FreezeCPlugin(run.freeze_c_after)]
+        strategy = HebbianStrategy(model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], plugins=plugins, **common)
+        if run.learner == "random":
+            for layer in strategy.learner.layers[:-1]:
+                layer.eta = 0.0  # hidden weights stay at their random init; only the readout learns
+        return strategy
+    b = cfg["backprop"]
+    model = build_model(cfg["model"], None, in_shape, n_classes, b.get("dropout", 0.0)).to(device)
+    criterion = nn.CrossEntropyLoss()
+    if run.learner == "slda":
+        # The honest floor: class means + shared covariance on never-trained hidden features.
+        features = model[:-1].eval()
+        width = model[-1].in_features
+        return StreamingLDA(slda_model=features, criterion=criterion, input_size=width, num_classes=n_classes,
+                            shrinkage_param=b.get("slda_shrinkage", 1e-4), plugins=plugins, **common)
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b["optimizer"]](model.parameters(), lr=b["lr"])
+    args = dict(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **common)
+    if run.learner == "naive":
+        return Naive(**args)
+    if run.learner == "ewc":
+        return EWC(ewc_lambda=b["ewc_lambda"], **args)
+    if run.learner == "si":
+        return SynapticIntelligence(si_lambda=b["si_lambda"], **args)
+    if run.learner == "lwf":
+        return LwF(alpha=b["lwf_alpha"], temperature=b["lwf_temperature"], **args)
+    if run.learner == "replay":
+        return Replay(mem_size=b["replay_mem_size"], **args)
+    return JointTraining(**args)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def _dill_by_reference():
+    """dill pickles classes by value by default, which fails on a typing_extensions sentinel that
+    torch >= 2.14 optimizers reach; by reference is what plain pickle does, and it round-trips."""
+    old = dill.settings["byref"]
+    dill.settings["byref"] = True
+    try:
+        yield
+    finally:
+        dill.settings["byref"] = old
+
+
+def save_run_checkpoint(path: Path, strategy, next_experience: int) -> None:
+    """Avalanche's strategy checkpoint plus the RNG state, in one file written then renamed."""
+    blob = io.BytesIO()
+    with _dill_by_reference():
+        save_checkpoint(strategy, blob)
+    state = {"avalanche": blob.getvalue(), "rng": _rng_state(), "next_experience": next_experience}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_run_checkpoint(path: Path, strategy, device: torch.device):
+    state = torch.load(path, weights_only=False)
+    strategy, _ = maybe_load_checkpoint(strategy, io.BytesIO(state["avalanche"]), map_location=device)
+    _set_rng_state(state["rng"])
+    return strategy, state["next_experience"]
+
+
+def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_dir: str | None = None,
+               resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train `run` on its stream and write config, metrics and checkpoint under `out_dir`.
+
+    `stop_after` ends the run after that many experiences (as an interruption would) without
+    writing the final metrics; `resume` continues from the checkpoint.
+    """
+    out = Path(out_dir)
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not resume:
+        raise FileExistsError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
+    cfg = load_config(run.scenario)
+    seed_everything(run.seed)
+    bm = make_stream(run.scenario, seed=run.seed, class_order=run.class_order, data_dir=data_dir,
+                     train_size=run.train_size, test_size=run.test_size)
+    in_shape = tuple(bm.train_stream[0].dataset[0][0].shape)
+    n_classes = max(c for e in bm.train_stream for c in e.classes_in_this_experience) + 1  # one head, original ids
+    matrix = AccuracyMatrixPlugin()
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), OwnClassesAccuracy(),
+                                 loggers=[InteractiveLogger()] if progress else [])
+    strategy = make_strategy(run, cfg, in_shape, n_classes, device, [matrix], evaluator)
+    save_json(out / "config.json", {"run": asdict(run), "config": cfg, "device": str(device)})
+    start_exp = 0
+    if resume and ckpt.exists():
+        strategy, start_exp = load_run_checkpoint(ckpt, strategy, device)
+        matrix = next(p for p in strategy.plugins if isinstance(p, AccuracyMatrixPlugin))
+    start = time.time()
+    if run.learner == "joint":
+        if start_exp == 0:
+            strategy.train(bm.train_stream)
+            strategy.eval(bm.test_stream)
+            save_run_checkpoint(ckpt, strategy, len(bm.train_stream))
+    else:
+        for i in range(start_exp, len(bm.train_stream)):
+            if stop_after is not None and i >= stop_after:
+                return {}
+            strategy.train(bm.train_stream[i])
+            strategy.eval(bm.test_stream)
+            save_run_checkpoint(ckpt, strategy, i + 1)
+    results = {"run": asdict(run), "device": str(device), "seconds": time.time() - start,
+               "classes_per_experience": [sorted(e.classes_in_this_experience) for e in bm.test_stream],
+               "protocols": matrix.results()}
+    save_json(out / "metrics.json", results)
+    return results
+
+
+def describe(results: dict) -> str:
+    """A few lines with both protocols' accuracy and forgetting, each named."""
+    lines = []
+    for protocol, r in results["protocols"].items():
+        f = "n/a" if r["forgetting"] is None else f"{100 * r['forgetting']:.2f}"
+        lines.append(f"{protocol:17s}: final average accuracy {100 * r['final_avg_acc']:.2f}%, forgetting {f}")
+    return "\n".join(lines)

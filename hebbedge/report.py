@@ -1,0 +1,96 @@
+"""`hebbedge compare`: several learners x seeds on one stream, and the report they make.
+
+Each run lives in OUT/<learner>/seed<k>/ (config, metrics, checkpoint); a finished run is read back
+rather than trained again, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hebbedge.continual import StreamRun, run_stream
+from hebbedge.files import atomic_write, save_json
+from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves
+
+METRICS = ("final_avg_acc", "forgetting", "bwt")
+
+
+def compare(scenario: str, learners: list[str], seeds: int, out_dir: str | Path, device: torch.device,
+            data_dir: str | None = None, epochs: int | None = None, train_size: int | None = None,
+            test_size: int | None = None) -> dict:
+    """Run every learner with seeds 0..seeds-1 and write the report; returns its JSON record."""
+    out = Path(out_dir)
+    runs = [StreamRun(scenario, learner, seed, epochs=epochs, train_size=train_size, test_size=test_size)
+            for learner in learners for seed in range(seeds)]  # validates names before any training
+    results: dict[str, list[dict]] = {learner: [] for learner in learners}
+    for run in tqdm(runs, desc=f"compare {scenario}", unit="run"):
+        run_dir = out / run.learner / f"seed{run.seed}"
+        done = run_dir / "metrics.json"
+        if done.exists():
+            results[run.learner].append(json.loads(done.read_text()))
+            continue
+        results[run.learner].append(run_stream(run, run_dir, device, data_dir, resume=True, progress=False))
+    return write_report(scenario, results, out)
+
+
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(results: dict[str, list[dict]]) -> dict:
+    """mean and std over seeds of every metric, per learner and protocol."""
+    table = {}
+    for learner, runs in results.items():
+        protocols = runs[0]["protocols"]
+        table[learner] = {p: {m: _mean_std([r["protocols"][p][m] for r in runs]) for m in METRICS} for p in protocols}
+    return table
+
+
+def _cell(stat: tuple[float, float] | None) -> str:
+    return "n/a" if stat is None else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
+
+
+def markdown_table(table: dict, seeds: int) -> str:
+    protocols = list(next(iter(table.values())))
+    header = "| learner | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS) + " |"
+    lines = [header, "|" + " --- |" * (1 + len(protocols) * len(METRICS))]
+    for learner, row in table.items():
+        lines.append(f"| {learner} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS) + " |")
+    lines.append(f"\nMean ± std over {seeds} seed(s), in percent. final avg acc: mean accuracy over all test experiences "
+                 "after the last one; forgetting: accuracy right after training an experience minus the final one "
+                 "(Avalanche's definition), averaged over all but the last; BWT = −forgetting. Joint trains once on "
+                 "the whole stream, so it has neither.")
+    return "\n".join(lines)
+
+
+def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> dict:
+    table = aggregate(results)
+    seeds = max(len(r) for r in results.values())
+    record = {"scenario": scenario, "seeds": seeds, "summary": table, "runs": results}
+    save_json(out / "results.json", record)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["learner", "seed", "protocol", *METRICS])
+    for learner, runs in results.items():
+        for r in runs:
+            for p, vals in r["protocols"].items():
+                writer.writerow([learner, r["run"]["seed"], p, *(vals[m] for m in METRICS)])
+    atomic_write(out / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    md = f"# {scenario}: forgetting versus backprop\n\n{markdown_table(table, seeds)}\n"
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+    first = {learner: runs[0]["protocols"] for learner, runs in results.items()}
+    matrices = {learner: {p: v["matrix"] for p, v in protocols.items()} for learner, protocols in first.items()}
+    plot_accuracy_matrices(matrices, out / "accuracy_matrices.png")
+    for p in next(iter(first.values())):
+        plot_experience_curves({learner: m[p] for learner, m in matrices.items()}, p, out / f"experience_accuracy_{p}.png")
+    return record

@@ -1,0 +1,83 @@
+"""The Hebbian learner as an Avalanche strategy, and the plugin that freezes C.
+
+Avalanche's training loop runs unchanged; three hooks make each minibatch one learner step:
+``forward`` (under no_grad once C is frozen), ``backward`` (into C only; skipped when frozen) and
+``optimizer_step`` (AdamW on C, then commit and local rules). Evaluation, loggers and metrics
+are Avalanche's own.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins.evaluation import default_evaluator
+from avalanche.training.templates import SupervisedTemplate
+
+from hebbedge.learner import HebbianLearner
+
+
+class HebbianStrategy(SupervisedTemplate):
+    """Trains a Hebbian network on a stream; C is the only thing its optimizer sees."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        c_lr: float = 0.03,
+        c_weight_decay: float = 0.003,
+        train_mb_size: int = 64,
+        train_epochs: int = 1,
+        eval_mb_size: int = 1000,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[SupervisedPlugin] | None = None,
+        evaluator=default_evaluator,
+        eval_every: int = -1,
+    ) -> None:
+        self.learner = HebbianLearner(model.to(device), lr=c_lr, weight_decay=c_weight_decay)
+        super().__init__(model=model, optimizer=self.learner.optimizer, train_mb_size=train_mb_size,
+                         train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
+                         plugins=plugins, evaluator=evaluator, eval_every=eval_every)
+
+    def freeze_c(self) -> None:
+        """From now on every step is backprop-free (the on-device mode)."""
+        self.learner.freeze_c()  # the template keeps its optimizer object, but it is never stepped
+
+    def unfreeze_c(self) -> None:
+        self.learner.unfreeze_c()
+        self.optimizer = self.learner.optimizer
+
+    def make_optimizer(self, **kwargs) -> None:
+        # Avalanche re-targets the optimizer at each experience; a frozen learner has none to touch.
+        if not self.learner.frozen:
+            super().make_optimizer(**kwargs)
+
+    def forward(self):
+        with torch.no_grad() if self.learner.frozen else nullcontext():
+            return super().forward()
+
+    def backward(self) -> None:
+        if not self.learner.frozen:
+            super().backward()
+
+    def optimizer_step(self) -> None:
+        if not self.learner.frozen:
+            self.learner.step_c()
+        self.learner.local_update(self.mb_y)
+
+
+class FreezeCPlugin(SupervisedPlugin):
+    """Freezes C after training experience `after` (0-based), so later experiences learn backprop-free."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        if after < 0:
+            raise ValueError(f"freeze-c-after must be a non-negative experience index, got {after}")
+        self.after = after
+
+    def after_training_exp(self, strategy: HebbianStrategy, **kwargs) -> None:
+        if strategy.experience.current_experience == self.after:
+            strategy.freeze_c()

@@ -1,0 +1,219 @@
+"""Avalanche 0.6 benchmarks for the continual-learning streams (DESIGN.md §4).
+
+The images come from hebbedge's own resolver (`hebbedge.data`), never from Avalanche's or
+torchvision's downloaders, so every stream builds offline wherever the data is on the search path.
+
+Common rules, for every stream:
+- inputs are standardised with the dataset's mean/std (MNIST / Fashion-MNIST: `data.MEAN_STD`;
+  CIFAR-10: per-channel statistics of its training set, `CIFAR10_MEAN_STD`);
+- labels keep their original class ids 0..9 (one head over all classes, no remapping);
+- the task label is 0 everywhere (split streams: class-incremental; permuted / rotated: domain-
+  incremental), so nothing tells the learner which experience a sample came from;
+- everything random (class order, permutations, rotations, subsets) follows from `seed` alone.
+
+`make_stream(name)` returns an Avalanche benchmark: `train_stream` / `test_stream` of experiences
+with `.dataset` (items `(x, y, task_label)`) and `.classes_in_this_experience`. The benchmark also
+carries `spec` (the `ScenarioSpec`), `seed`, and for the domain streams `permutations` (LongTensors
+over the flattened pixels) or `rotations` (degrees, counter-clockwise).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hebbedge import data
+
+N_CLASSES = 10  # every dataset used here has the classes 0..9
+# Per-channel mean / std of the 50 000 CIFAR-10 training images (the std is over all pixels, not the
+# often-quoted mean of per-image stds 0.2023, 0.1994, 0.2010).
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """One stream: its dataset, how experiences are made ("split", "permuted", "rotated")."""
+
+    name: str
+    dataset: str  # "mnist", "fashion-mnist" or "cifar10"
+    kind: str  # "split": disjoint classes; "permuted" / "rotated": all classes, new input domain
+    n_experiences: int  # the default
+    description: str
+
+    @property
+    def protocol(self) -> str:
+        return "class-incremental" if self.kind == "split" else "domain-incremental"
+
+
+SCENARIOS: "OrderedDict[str, ScenarioSpec]" = OrderedDict((s.name, s) for s in (
+    ScenarioSpec("split-mnist", "mnist", "split", 5,
+                 "MNIST, 5 experiences of 2 classes each (class order from seed or class_order)"),
+    ScenarioSpec("permuted-mnist", "mnist", "permuted", 5,
+                 "MNIST, every experience all 10 classes under its own fixed random pixel "
+                 "permutation (all experiences permuted, the first one too)"),
+    ScenarioSpec("rotated-mnist", "mnist", "rotated", 5,
+                 "MNIST, every experience all 10 classes rotated by its own angle; the angles are "
+                 "evenly spaced over [0, 180) degrees with a per-seed offset in [0, 180/n)"),
+    ScenarioSpec("split-fashion-mnist", "fashion-mnist", "split", 5,
+                 "Fashion-MNIST, 5 experiences of 2 classes each"),
+    ScenarioSpec("split-cifar10", "cifar10", "split", 5,
+                 "CIFAR-10 (python batches must be present), 5 experiences of 2 classes each"),
+))
+
+# Independent random streams derived from the seed: changing train_size never changes a permutation.
+_TAG_PERMUTE, _TAG_ROTATE, _TAG_TRAIN, _TAG_TEST = 1, 2, 3, 4
+
+
+class StandardisedImages(Dataset):
+    """uint8 images [N, C, H, W] served as standardised float32, optionally pixel-permuted.
+
+    Storing uint8 keeps five permuted/rotated copies of MNIST small; the conversion per item is
+    cheap next to Avalanche's own per-item overhead. Items are `(x, y)`; `targets` is what
+    Avalanche reads the labels from.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float], permutation: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.images, self.targets, self.permutation = images, targets, permutation
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i].float().div_(255)
+        if self.permutation is not None:
+            x = x.flatten()[self.permutation].view_as(x)
+        return x.sub_(self.mean).div_(self.std), int(self.targets[i])
+
+
+def _rng(seed: int, tag: int) -> np.random.Generator:
+    return np.random.default_rng([seed, tag])
+
+
+def _load(dataset: str, train: bool, data_dir, size: int | None, seed: int):
+    """(uint8 images, int64 labels, mean, std), cut to the first `size` of a per-seed shuffle."""
+    if dataset == "cifar10":
+        x, y = data.load_cifar10(train, data_dir)
+        mean, std = CIFAR10_MEAN_STD
+    else:
+        x, y = data.load_split(dataset, train, data_dir)
+        mean, std = data.MEAN_STD[dataset]
+    if size is not None and size < len(y):
+        keep = np.sort(_rng(seed, _TAG_TRAIN if train else _TAG_TEST).permutation(len(y))[:size])
+        keep = torch.from_numpy(keep)
+        x, y = x[keep], y[keep]
+    # The resolver's floats are k/255 exactly: back to uint8 without loss.
+    return x.mul_(255).round_().to(torch.uint8), y, np.atleast_1d(mean), np.atleast_1d(std)
+
+
+def _rotate(images: torch.Tensor, angle: float, chunk: int = 10000) -> torch.Tensor:
+    """uint8 [N, C, H, W] rotated counter-clockwise by `angle` degrees (bilinear, zero fill)."""
+    from torchvision.transforms.functional import InterpolationMode, rotate  # slow import: lazy
+
+    return torch.cat([rotate(images[i:i + chunk], angle, interpolation=InterpolationMode.BILINEAR, fill=[0.0])
+                      for i in range(0, len(images), chunk)])
+
+
+def _check_size(label: str, value) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{label} must be a positive integer or None, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{label} must be a positive integer or None, got {n}")
+    return n
+
+
+def _check_class_order(class_order) -> list[int]:
+    expected = f"a permutation of the classes 0..{N_CLASSES - 1} (each exactly once)"
+    try:
+        order = [operator.index(c) for c in class_order]
+    except TypeError:
+        raise ValueError(f"class_order must be {expected}; got {class_order!r}") from None
+    if sorted(order) != list(range(N_CLASSES)):
+        raise ValueError(f"class_order must be {expected}; got {order}")
+    return order
+
+
+def default_class_order(seed: int) -> list[int]:
+    """The class order used when class_order is None: Avalanche's `nc_benchmark(shuffle=True,
+    seed=seed)` order (torch.randperm after manual_seed(seed)), without touching the global RNG."""
+    return torch.randperm(N_CLASSES, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None = None,
+                n_experiences: int | None = None, data_dir: str | Path | None = None,
+                train_size: int | None = None, test_size: int | None = None):
+    """The Avalanche benchmark for stream `name` (a key of SCENARIOS); see the module docstring.
+
+    class_order: split streams only; the classes in experience order (experience k gets
+    class_order[k*m:(k+1)*m], m = 10 / n_experiences). None: `default_class_order(seed)`.
+    n_experiences: default from SCENARIOS; split streams need a divisor of 10.
+    train_size / test_size: keep only the first N samples of a per-seed shuffle (no stratification;
+    the split streams need every class present). Permuted / rotated experiences all hold the same
+    kept images. Missing data raises the resolver's DataNotFoundError.
+    """
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown stream {name!r}; valid names: {', '.join(SCENARIOS)}")
+    spec = SCENARIOS[name]
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    n_exp = spec.n_experiences if n_experiences is None else _check_size("n_experiences", n_experiences)
+    train_size, test_size = _check_size("train_size", train_size), _check_size("test_size", test_size)
+    if spec.kind == "split":
+        if N_CLASSES % n_exp:
+            raise ValueError(f"{name}: n_experiences must divide the {N_CLASSES} classes "
+                             f"(1, 2, 5 or 10), got {n_exp}")
+        order = default_class_order(seed) if class_order is None else _check_class_order(class_order)
+    elif class_order is not None:
+        raise ValueError(f"class_order applies to the split streams only; {name} puts all "
+                         f"{N_CLASSES} classes in every experience")
+
+    # Import here: Avalanche takes seconds to import, and SCENARIOS / configs should not pay that.
+    from avalanche.benchmarks.scenarios.deprecated.generators import dataset_benchmark, nc_benchmark
+
+    xtr, ytr, mean, std = _load(spec.dataset, True, data_dir, train_size, seed)
+    xte, yte, _, _ = _load(spec.dataset, False, data_dir, test_size, seed)
+
+    if spec.kind == "split":
+        missing = sorted(set(range(N_CLASSES)) - set(ytr.tolist()))
+        if missing:
+            raise ValueError(f"{name}: classes {missing} have no training sample "
+                             f"(train_size={train_size} too small?)")
+        bm = nc_benchmark(StandardisedImages(xtr, ytr, mean, std), StandardisedImages(xte, yte, mean, std),
+                          n_experiences=n_exp, task_labels=False, shuffle=False,
+                          fixed_class_order=order)
+    elif spec.kind == "permuted":
+        rng = _rng(seed, _TAG_PERMUTE)
+        n_pixels = xtr[0].numel()
+        perms = [torch.from_numpy(rng.permutation(n_pixels)) for _ in range(n_exp)]
+        bm = dataset_benchmark([StandardisedImages(xtr, ytr, mean, std, p) for p in perms],
+                               [StandardisedImages(xte, yte, mean, std, p) for p in perms])
+        bm.permutations = perms
+    elif spec.kind == "rotated":
+        step = 180.0 / n_exp
+        angles = [float(_rng(seed, _TAG_ROTATE).uniform(0, step)) + k * step for k in range(n_exp)]
+        bm = dataset_benchmark([StandardisedImages(_rotate(xtr, a), ytr, mean, std) for a in angles],
+                               [StandardisedImages(_rotate(xte, a), yte, mean, std) for a in angles])
+        bm.rotations = angles
+    else:  # a new ScenarioSpec kind without code
+        raise NotImplementedError(f"{name}: stream kind {spec.kind!r}")
+    bm.spec, bm.seed = spec, seed
+    return bm
