@@ -81,7 +81,7 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
         model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0))
         if run.freeze_c_after is not None:
             plugins = plugins + [FreezeCPlugin(run.freeze_c_after)]
-        strategy = HebbianStrategy(model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], plugins=plugins, **common)
+        strategy = HebbianStrategy(model=model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], plugins=plugins, **common)
         if run.learner == "random":
             for layer in strategy.learner.layers[:-1]:
                 layer.eta = 0.0  # hidden weights stay at their random init; only the readout learns
@@ -199,6 +199,8 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     results = {"run": asdict(run), "device": str(device), "seconds": time.time() - start,
                "classes_per_experience": [sorted(e.classes_in_this_experience) for e in bm.test_stream],
                "protocols": matrix.results()}
+    model_file = out / "model.pt"  # the final weights alone, for export and inspection
+    atomic_write(model_file, lambda tmp: torch.save(strategy.model.state_dict(), tmp))
     save_json(out / "metrics.json", results)
     return results
 

@@ -25,8 +25,8 @@ class HebbianStrategy(SupervisedTemplate):
 
     def __init__(
         self,
-        model: nn.Module,
         *,
+        model: nn.Module,
         c_lr: float = 0.03,
         c_weight_decay: float = 0.003,
         train_mb_size: int = 64,

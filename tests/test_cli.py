@@ -100,3 +100,61 @@ def test_bench_writes_json_and_plot(tmp_path):
     assert best["val_acc_by_lr"][str(best["lr"])] == max(best["val_acc_by_lr"].values())
     assert all(len(r["history"]) == 2 for r in record["runs"].values())
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scenarios_lists_streams_and_iid():
+    result = runner.invoke(app, ["scenarios"])
+    assert result.exit_code == 0
+    for name in ("mnist", "split-mnist", "permuted-mnist", "rotated-mnist", "split-fashion-mnist", "split-cifar10"):
+        assert name in result.output
+
+
+def test_train_split_mnist_prints_both_protocols(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "split-mnist", "--train-size", "1000", "--test-size", "300", "--freeze-c-after", "2",
+                                 "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "class-incremental: final average accuracy" in result.output
+    assert "task-aware       : final average accuracy" in result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "checkpoint.pt", "model.pt", "accuracy_matrix.png", "experience_accuracy.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["protocols"]["class-incremental"]["matrix"]) == 5
+    again = runner.invoke(app, ["train", "split-mnist", "--train-size", "1000", "--out", str(out)])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "split-mnist", "--learner", "magic"], "valid: hebbian, random, naive, ewc, si, lwf, replay, joint, slda"),
+        (["train", "split-mnist", "--learner", "ewc", "--freeze-c-after", "1"], "applies to the Hebbian learners"),
+        (["train", "mnist", "--freeze-c-after", "1"], "apply to streams"),
+        (["compare", "mnist"], "unknown stream 'mnist'"),
+        (["compare", "split-mnist", "--learners", "naive,bogus"], "unknown learner 'bogus'"),
+    ],
+)
+def test_stream_bad_input(args, message, tmp_path):
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_compare_writes_report(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "split-mnist", "--learners", "hebbian,slda", "--seeds", "2", "--train-size", "600", "--test-size", "200",
+            "--device", "cpu", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| hebbian |" in result.output and "| slda |" in result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["seeds"] == 2 and set(record["summary"]) == {"hebbian", "slda"}
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2  # header + learners x seeds x protocols
+    assert "task-aware: final avg acc" in (out / "report.md").read_text()
+    for png in ("accuracy_matrices.png", "experience_accuracy_class-incremental.png", "experience_accuracy_task-aware.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # Finished runs are read back, not trained again.
+    before = (out / "hebbian" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert runner.invoke(app, args).exit_code == 0
+    assert (out / "hebbian" / "seed0" / "metrics.json").stat().st_mtime_ns == before

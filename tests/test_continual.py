@@ -1,0 +1,146 @@
+"""The Avalanche strategy, the two protocols, and resumable stream runs."""
+
+import json
+
+import pytest
+import torch
+from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.training.plugins import EvaluationPlugin
+from torch.utils.data import TensorDataset
+
+from hebbedge.continual import StreamRun, run_stream
+from hebbedge.learner import HebbianLearner
+from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy, own_classes_correct, summarize
+from hebbedge.models import thesis_linear
+from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
+
+
+def tiny_benchmark(seed: int = 0):
+    """Two experiences of two classes each; each class is noise around its own random prototype."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = 2 * torch.randn(4, 1, 4, 4, generator=g)
+
+    def dataset(n):
+        y = torch.arange(n) % 4
+        x = torch.randn(n, 1, 4, 4, generator=g) + prototypes[y]
+        ds = TensorDataset(x, y)
+        ds.targets = y
+        return ds
+    return nc_benchmark(dataset(256), dataset(128), n_experiences=2, task_labels=False, seed=seed)
+
+
+def tiny_strategy(plugins=(), eta: float = 0.3):
+    torch.manual_seed(0)
+    model = thesis_linear(in_features=16, widths=(12,), n_classes=4, eta=eta)
+    matrix = AccuracyMatrixPlugin()
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), OwnClassesAccuracy(),
+                                 forgetting_metrics(experience=False, stream=True), loggers=[])
+    strategy = HebbianStrategy(model=model, train_mb_size=16, eval_mb_size=64, plugins=[matrix, *plugins], evaluator=evaluator)
+    return strategy, matrix
+
+
+def test_strategy_trains_two_experiences_through_avalanche():
+    bm = tiny_benchmark()
+    strategy, matrix = tiny_strategy()
+    before = [l.weight.clone() for l in strategy.learner.layers]
+    for exp in bm.train_stream:
+        strategy.train(exp)
+        strategy.eval(bm.test_stream)
+    assert strategy.clock.train_iterations == 2 * 128 // 16
+    assert all(not torch.equal(b, l.weight) for b, l in zip(before, strategy.learner.layers))
+    for protocol, rows in matrix.rows.items():
+        assert len(rows) == 2 and all(len(r) == 2 for r in rows), protocol
+    # It learned the experience it just saw (chance within two classes is 50%).
+    assert matrix.rows["task-aware"][0][0] > 0.75 and matrix.rows["task-aware"][1][1] > 0.75
+    # Our forgetting from the matrix equals Avalanche's own StreamForgetting (class-incremental).
+    ours = summarize(matrix.rows["class-incremental"])["forgetting"]
+    theirs = strategy.evaluator.get_last_metrics()["StreamForgetting/eval_phase/test_stream"]
+    assert ours == pytest.approx(theirs)
+
+
+def test_weights_change_only_through_the_learner(monkeypatch):
+    bm = tiny_benchmark()
+    strategy, _ = tiny_strategy()
+    layers = strategy.learner.layers
+    assert {id(p) for g in strategy.optimizer.param_groups for p in g["params"]} == {id(p) for p in strategy.model.parameters()}
+    assert all(id(l.weight) not in {id(p) for p in strategy.model.parameters()} for l in layers)
+    last = [[l.weight.clone()] for l in layers]
+    calls = []
+    original = HebbianLearner.local_update
+
+    def watched(self, target):
+        # Between two learner updates nothing else may have touched the weights.
+        assert all(torch.equal(l.weight, w[0]) for l, w in zip(layers, last))
+        out = original(self, target)
+        for l, w in zip(layers, last):
+            w[0] = l.weight.clone()
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(HebbianLearner, "local_update", watched)
+    strategy.train(bm.train_stream[0])
+    strategy.eval(bm.test_stream)
+    assert len(calls) == 128 // 16
+    assert all(torch.equal(l.weight, w[0]) for l, w in zip(layers, last))  # eval changed nothing
+
+
+def test_frozen_c_stays_fixed_and_no_optimizer_step_runs():
+    bm = tiny_benchmark()
+    strategy, _ = tiny_strategy(plugins=[FreezeCPlugin(after=0)])
+    steps = []
+    strategy.optimizer.register_step_post_hook(lambda *a: steps.append(1))
+    strategy.train(bm.train_stream[0])
+    assert len(steps) == 128 // 16 and strategy.learner.frozen
+    c_before = [p.detach().clone() for p in strategy.model.parameters()]
+    w_before = [l.weight.clone() for l in strategy.learner.layers]
+    strategy.train(bm.train_stream[1])
+    assert len(steps) == 128 // 16  # no step in the frozen experience
+    assert all(torch.equal(a, b) for a, b in zip(c_before, strategy.model.parameters()))
+    assert all(p.grad is None for p in strategy.model.parameters())
+    assert all(not torch.equal(a, l.weight) for a, l in zip(w_before, strategy.learner.layers))  # still learning
+
+
+def test_protocols_on_a_hand_made_example():
+    logits = torch.tensor([[5.0, 1.0, 9.0, 0.0],   # overall argmax 2; within {0, 1}: 0
+                           [0.0, 2.0, 9.0, 1.0],   # overall 2; within {0, 1}: 1
+                           [3.0, 4.0, 0.0, 0.0]])  # overall 1; within {0, 1}: 1
+    target = torch.tensor([0, 1, 0])
+    assert own_classes_correct(logits, target, [0, 1]) == 2
+    assert (logits.argmax(1) == target).sum().item() == 0  # class-incremental: none right
+    matrix = [[1.0, 0.0, 0.0],
+              [0.6, 0.9, 0.0],
+              [0.2, 0.5, 0.8]]
+    s = summarize(matrix)
+    assert s["final_avg_acc"] == pytest.approx(0.5)
+    assert s["forgetting"] == pytest.approx(((1.0 - 0.2) + (0.9 - 0.5)) / 2)
+    assert s["bwt"] == pytest.approx(-0.6)
+    assert summarize([[0.7, 0.9]]) == {"final_avg_acc": pytest.approx(0.8), "forgetting": None, "bwt": None}
+
+
+def quick(learner: str = "hebbian", **kw) -> StreamRun:
+    return StreamRun("split-mnist", learner, seed=1, train_size=1500, test_size=500, **kw)
+
+
+@pytest.mark.parametrize("learner", ["hebbian", "naive"])
+def test_resume_gives_the_same_final_weights(tmp_path, learner):
+    device = torch.device("cpu")
+    whole = run_stream(quick(learner), tmp_path / "whole", device, progress=False)
+    assert run_stream(quick(learner), tmp_path / "cut", device, progress=False, stop_after=2) == {}
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_stream(quick(learner), tmp_path / "cut", device, progress=False)
+    resumed = run_stream(quick(learner), tmp_path / "cut", device, progress=False, resume=True)
+    assert resumed["protocols"] == whole["protocols"]
+    a = torch.load(tmp_path / "whole" / "model.pt")
+    b = torch.load(tmp_path / "cut" / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["protocols"] == whole["protocols"]
+    assert [p.name for p in (tmp_path / "cut").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_freeze_c_after_is_only_for_hebbian_learners():
+    with pytest.raises(ValueError, match="freeze-c-after"):
+        quick("ewc", freeze_c_after=1)
+    with pytest.raises(ValueError, match="valid: hebbian, random, naive"):
+        quick("magic")
