@@ -6,7 +6,6 @@ import pytest
 import torchvision
 from typer.testing import CliRunner
 
-from hebbedge import data
 from hebbedge.cli.app import app
 from hebbedge.files import save_json
 
@@ -59,21 +58,17 @@ def test_bad_input_names_what_was_expected(args, message):
     assert "Traceback" not in result.output
 
 
-def test_missing_data_offline_names_the_search_path(tmp_path, monkeypatch):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setattr(data, "PACKAGE_ROOT", empty / "pkg")
-    monkeypatch.setattr(data, "SYSTEM_ROOT", empty / "sys")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(empty / "cache"))
+def test_missing_data_offline_names_the_search_path(isolated, monkeypatch):
+    empty = isolated
     monkeypatch.setenv("HEBBEDGE_DATA", str(empty / "env"))
 
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(empty / "mine"), "--device", "cpu", "--out", str(tmp_path / "run")])
+    result = runner.invoke(app, ["train", "mnist", "--data-dir", str(empty / "mine"), "--device", "cpu", "--out", str(empty / "run")])
     assert result.exit_code == 2
-    for place in ("mine", "env", "cache", "sys", "pkg"):
+    for place in ("mine", "env", "xdg", "system", "package"):
         assert str(empty / place) in result.output
     assert "HEBBEDGE_DATA" in result.output and "Downloading it failed" in result.output
     assert "Traceback" not in result.output

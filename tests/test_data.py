@@ -36,16 +36,6 @@ def make_dataset(folder: Path, n_train: int = 5, n_test: int = 3, gz: bool = Tru
     return folder
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No real data anywhere: every root of the search path is an empty tmp folder."""
-    monkeypatch.delenv("HEBBEDGE_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "SYSTEM_ROOT", tmp_path / "system")
-    monkeypatch.setattr(data, "PACKAGE_ROOT", tmp_path / "package")
-    return tmp_path
-
-
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx_round_trip(tmp_path, suffix):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)

@@ -37,16 +37,6 @@ def permuted_mnist():
     return make_stream("permuted-mnist", seed=0, train_size=N_TRAIN, test_size=N_TEST)
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No real data anywhere: every root of the search path is an empty tmp folder."""
-    monkeypatch.delenv("HEBBEDGE_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "SYSTEM_ROOT", tmp_path / "system")
-    monkeypatch.setattr(data, "PACKAGE_ROOT", tmp_path / "package")
-    return tmp_path
-
-
 def write_cifar(folder, n_per_batch=20, seed=0):
     """A fake `cifar-10-batches-py`: the real pickle format, labels cycling through 0..9."""
     rng = np.random.default_rng(seed)
