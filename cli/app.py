@@ -68,6 +68,7 @@ SEED = typer.Option(0, help="Seed for initialisation, split, class order and bat
 DEVICE = typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")
 DATA_DIR = typer.Option(None, help="Folder holding mnist/ or fashion-mnist/ IDX files (else $HEBBEDGE_DATA, cache, ...).")
 TRAIN_SIZE = typer.Option(None, help="Train on only this many samples (quick runs).")
+CLASS_ORDER = typer.Option(None, help="Split streams: the classes in experience order, e.g. 0,1,2,3,4,5,6,7,8,9 (default: from the seed).")
 
 
 @app.command()
@@ -98,6 +99,7 @@ def train(
     val_size: int = typer.Option(5000, help="i.i.d.: training samples held out to pick the best epoch."),
     train_size: Optional[int] = TRAIN_SIZE,
     test_size: Optional[int] = typer.Option(None, help="Streams: evaluate on only this many test samples (quick runs)."),
+    class_order: Optional[str] = CLASS_ORDER,
     seed: int = SEED,
     eta: float = typer.Option(1e-3, help="i.i.d.: initial Hebbian rate eta of linear layers."),
     eta_conv: float = typer.Option(1e-4, help="i.i.d.: initial Hebbian rate eta of conv layers."),
@@ -116,15 +118,16 @@ def train(
     dev = pick_device(device)
     out = out or Path("runs") / f"{scenario}-{learner}-seed{seed}"
     if scenario in IID_SCENARIOS:
-        if freeze_c_after is not None or resume:
-            fail("--freeze-c-after and --resume apply to streams; an i.i.d. run is one training")
+        if freeze_c_after is not None or resume or class_order:
+            fail("--freeze-c-after, --class-order and --resume apply to streams; an i.i.d. run is one training")
         train_iid(scenario, out, dev, data_dir, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
                   label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
     else:
         train_stream(scenario, out, dev, data_dir, resume, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
-                     epochs=epochs, train_size=train_size, test_size=test_size)
+                     epochs=epochs, train_size=train_size, test_size=test_size,
+                     class_order=class_order and list(parse_list(class_order, "--class-order", int)))
 
 
 def train_iid(scenario: str, out: Path, dev, data_dir: str | None, **kw) -> None:
@@ -167,6 +170,7 @@ def compare(
     epochs: Optional[int] = typer.Option(None, help="Epochs per experience (default from the config)."),
     train_size: Optional[int] = TRAIN_SIZE,
     test_size: Optional[int] = typer.Option(None, help="Evaluate on only this many test samples (quick runs)."),
+    class_order: Optional[str] = CLASS_ORDER,
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Report directory. Default runs/compare-SCENARIO."),
@@ -181,8 +185,9 @@ def compare(
         fail(f"--seeds must be at least 1, got {seeds}")
     out = out or Path("runs") / f"compare-{scenario}"
     try:
+        order = class_order and list(parse_list(class_order, "--class-order", int))
         record = run_compare(scenario, [s.strip() for s in learners.split(",")], seeds, out, pick_device(device),
-                             data_dir, epochs, train_size, test_size)
+                             data_dir, epochs, train_size, test_size, order)
     except (DataNotFoundError, ValueError) as err:
         fail(str(err))
     typer.echo(markdown_table(record["summary"], record["seeds"]))

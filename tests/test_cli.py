@@ -107,7 +107,7 @@ def test_scenarios_lists_streams_and_iid():
 def test_train_split_mnist_prints_both_protocols(tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "split-mnist", "--train-size", "1000", "--test-size", "300", "--freeze-c-after", "2",
-                                 "--device", "cpu", "--out", str(out)])
+                                 "--class-order", "9,8,7,6,5,4,3,2,1,0", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "class-incremental: final average accuracy" in result.output
     assert "task-aware       : final average accuracy" in result.output
@@ -115,6 +115,7 @@ def test_train_split_mnist_prints_both_protocols(tmp_path):
     assert {"config.json", "metrics.json", "checkpoint.pt", "model.pt", "accuracy_matrix.png", "experience_accuracy.png"} <= names
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["protocols"]["class-incremental"]["matrix"]) == 5
+    assert metrics["classes_per_experience"] == [[8, 9], [6, 7], [4, 5], [2, 3], [0, 1]]
     again = runner.invoke(app, ["train", "split-mnist", "--train-size", "1000", "--out", str(out)])
     assert again.exit_code == 2 and "--resume" in again.output
 
@@ -125,6 +126,7 @@ def test_train_split_mnist_prints_both_protocols(tmp_path):
         (["train", "split-mnist", "--learner", "magic"], "valid: hebbian, random, naive, ewc, si, lwf, replay, joint, slda"),
         (["train", "split-mnist", "--learner", "ewc", "--freeze-c-after", "1"], "applies to the Hebbian learners"),
         (["train", "mnist", "--freeze-c-after", "1"], "apply to streams"),
+        (["train", "split-mnist", "--class-order", "1,2,3"], "a permutation of the classes 0..9"),
         (["compare", "mnist"], "unknown stream 'mnist'"),
         (["compare", "split-mnist", "--learners", "naive,bogus"], "unknown learner 'bogus'"),
     ],
