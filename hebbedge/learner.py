@@ -108,13 +108,14 @@ class HebbianLearner:
         skipped = 0
         for layer in self.layers:
             layer.commit()
-            direction = layer.rule.direction(layer, target)
-            # A non-finite direction (e.g. an overflowing batch) is dropped rather than let into M,
-            # where it would poison every later step.
-            if all(d is None or torch.isfinite(d).all() for d in direction):
-                layer.accumulate(direction)
-            else:
-                skipped += 1
+            if layer.eta != 0:  # a layer with eta = 0 is not plastic (the random-features control)
+                direction = layer.rule.direction(layer, target)
+                # A non-finite direction (e.g. an overflowing batch) is dropped rather than let into
+                # M, where it would poison every later step.
+                if all(d is None or torch.isfinite(d).all() for d in direction):
+                    layer.accumulate(direction)
+                else:
+                    skipped += 1
             layer.cached = None
         return skipped
 
