@@ -26,6 +26,7 @@ from avalanche.training import EWC, LwF, Naive, Replay, StreamingLDA, SynapticIn
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.supervised.joint_training import JointTraining
 
+import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge.models import thesis_conv, thesis_linear

@@ -144,3 +144,18 @@ def test_freeze_c_after_is_only_for_hebbian_learners():
         quick("ewc", freeze_c_after=1)
     with pytest.raises(ValueError, match="valid: hebbian, random, naive"):
         quick("magic")
+
+
+def test_synaptic_intelligence_importance_is_not_zero_on_cpu():
+    """Avalanche 0.6 aliases SI's old/new weights on CPU (SI == Naive); hebbedge.avalanche_fixes copies them."""
+    import hebbedge.continual  # noqa: F401  (applies the fix)
+    from avalanche.training import SynapticIntelligence
+
+    torch.manual_seed(0)
+    model = thesis_linear(in_features=16, widths=(12,), n_classes=4, hebbian=False)
+    strategy = SynapticIntelligence(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                    criterion=torch.nn.CrossEntropyLoss(), si_lambda=1.0, train_mb_size=16,
+                                    evaluator=EvaluationPlugin(loggers=[]))
+    strategy.train(tiny_benchmark().train_stream[0])
+    si = next(p for p in strategy.plugins if type(p).__name__ == "SynapticIntelligencePlugin")
+    assert all(w.data.abs().sum() > 0 for w in si.ewc_data[1].values())
