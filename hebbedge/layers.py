@@ -88,9 +88,17 @@ class HebbLayer(nn.Module):
             return w.clamp(-self.clip_value, self.clip_value)
         return w
 
+    def pending(self, weight: torch.Tensor, momentum: torch.Tensor) -> torch.Tensor:
+        """W_eff = post(W + eta * C * M) as a pure function of W and M (thesis 4.3)."""
+        return self.normalise(torch.addcmul(weight, self.coefficient(), momentum, value=self.eta))
+
     def pending_weight(self) -> torch.Tensor:
-        """W_eff = post(W + eta * C * M): the weights with the pending update applied (thesis 4.3)."""
-        return self.normalise(torch.addcmul(self.weight, self.coefficient(), self.momentum, value=self.eta))
+        """The layer's own weights with the pending update applied."""
+        return self.pending(self.weight, self.momentum)
+
+    def respond(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """y = phi(op(x; w, b)): the layer's output for given weights."""
+        return ACTIVATIONS[self.activation](self.linear_op(x, w, b))
 
     def effective_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The pending weight and bias, differentiable with respect to C."""
@@ -107,7 +115,7 @@ class HebbLayer(nn.Module):
             w, b = self._pending = self.effective_weight()
         else:
             w, b = self.weight, self.bias
-        y = ACTIVATIONS[self.activation](self.linear_op(x, w, b))
+        y = self.respond(x, w, b)
         if self.training:
             self.cached = (x.detach(), y.detach())
         return y
@@ -190,10 +198,11 @@ class HebbLinear(HebbLayer):
     def coefficient(self) -> torch.Tensor:
         return torch.outer(self.c_post, self.c_pre)
 
-    def pending_weight(self) -> torch.Tensor:
-        if self.post == "l2":
-            return _L2PendingUpdate.apply(self.weight, self.momentum, self.c_post, self.c_pre, self.eta)
-        return super().pending_weight()
+    def pending(self, weight: torch.Tensor, momentum: torch.Tensor) -> torch.Tensor:
+        # The fused function only pays off when C is being trained; the plain ops also trace to ONNX.
+        if self.post == "l2" and torch.is_grad_enabled() and self.c_pre.requires_grad:
+            return _L2PendingUpdate.apply(weight, momentum, self.c_post, self.c_pre, self.eta)
+        return super().pending(weight, momentum)
 
     def linear_op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, w, b)
@@ -251,9 +260,21 @@ class HebbConv2d(HebbLayer):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def local_weight_grad(self, x: torch.Tensor, g_u: torch.Tensor) -> Direction:
-        # Thesis 4.1.2: conv2d_weight honours stride, padding, dilation and groups.
-        g_w = conv2d_weight(x, self.weight.shape, g_u, self.stride, self.padding, self.dilation, self.groups)
+        # Thesis 4.1.2: conv2d_weight honours stride, padding, dilation and groups. It calls an op the
+        # ONNX exporter cannot trace, so an export takes the equivalent im2col form instead.
+        if torch.onnx.is_in_onnx_export():
+            g_w = self._weight_grad_unfold(x, g_u)
+        else:
+            g_w = conv2d_weight(x, self.weight.shape, g_u, self.stride, self.padding, self.dilation, self.groups)
         return g_w, (g_u.sum((0, 2, 3)) if self.bias is not None else None)
+
+    def _weight_grad_unfold(self, x: torch.Tensor, g_u: torch.Tensor) -> torch.Tensor:
+        """dL/dW = sum over batch and positions of g_u[b, o, l] * patch[b, (i, kh, kw), l], per group."""
+        b, g = x.shape[0], self.groups
+        patches = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # [B, I*kh*kw, L]
+        patches = patches.view(b, g, patches.shape[1] // g, -1)
+        grads = g_u.flatten(2).view(b, g, self.out_channels // g, -1)  # [B, G, O/G, L]
+        return torch.einsum("bgol,bgkl->gok", grads, patches).reshape(self.weight.shape)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

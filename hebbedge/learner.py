@@ -109,7 +109,7 @@ class HebbianLearner:
         for layer in self.layers:
             layer.commit()
             if layer.eta != 0:  # a layer with eta = 0 is not plastic (the random-features control)
-                direction = layer.rule.direction(layer, target)
+                direction = layer.rule.direction(layer, *layer.cached, target)
                 # A non-finite direction (e.g. an overflowing batch) is dropped rather than let into
                 # M, where it would poison every later step.
                 if all(d is None or torch.isfinite(d).all() for d in direction):

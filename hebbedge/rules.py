@@ -41,7 +41,8 @@ def contrastive_masks(target: torch.Tensor, label_smoothing: float, dtype: torch
     """Positive and negative pair masks (eq. 4.5-4.6), smoothed as in eq. 4.26-4.27."""
     b = target.shape[0]
     same = target.unsqueeze(1) == target.unsqueeze(0)
-    off_diag = ~torch.eye(b, dtype=torch.bool, device=target.device)
+    idx = torch.arange(b, device=target.device)
+    off_diag = idx.unsqueeze(1) != idx.unsqueeze(0)  # (not a bool eye: ONNX Runtime has no bool EyeLike)
     m_pos = (same & off_diag).to(dtype)
     m_neg = (~same).to(dtype)
     if label_smoothing:
@@ -104,9 +105,8 @@ class Rule:
     def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def direction(self, layer: "HebbLayer", target: torch.Tensor) -> Direction:
-        """D = -dL/dW (and -dL/db) from the input and output the layer cached on its last forward."""
-        x, out = layer.cached
+    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
+        """D = -dL/dW (and -dL/db) of `layer` from its input x and output `out` (a pure function)."""
         g_w, g_b = layer.local_weight_grad(x, self.output_grad(out, target, layer.activation))
         return -g_w, (None if g_b is None else -g_b)
 

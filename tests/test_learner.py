@@ -207,9 +207,11 @@ def test_fused_l2_pending_update_matches_generic_autograd():
         layer.c_post.uniform_(-1, 2)
     g = torch.randn(6, 9, dtype=torch.float64)
     grads = []
-    for pending in (layer.pending_weight, lambda: HebbLayer.pending_weight(layer)):
+    fused = layer.pending
+    generic = lambda w, m: HebbLayer.pending(layer, w, m)  # noqa: E731
+    for pending in (fused, generic):
         layer.zero_grad()
-        w = pending()
+        w = pending(layer.weight, layer.momentum)
         (w * g).sum().backward()
         grads.append((w.detach(), layer.c_pre.grad.clone(), layer.c_post.grad.clone()))
     for fused, generic in zip(*grads):

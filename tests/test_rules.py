@@ -29,7 +29,7 @@ def analytic_direction(layer, x, target):
     layer.train()
     with torch.no_grad():
         layer(x)
-        return layer.rule.direction(layer, target)
+        return layer.rule.direction(layer, *layer.cached, target)
 
 
 def labels(b: int, classes: int = 3) -> torch.Tensor:
@@ -122,3 +122,14 @@ def test_bad_hyperparameters_are_named():
         HebbLinear(3, 2, "sigmoid")
     with pytest.raises(ValueError, match="groups"):
         HebbConv2d(3, 4, 3, groups=2)
+
+
+@pytest.mark.parametrize("conv", [dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=(3, 2), padding=(2, 1), dilation=2, groups=2)])
+def test_conv_im2col_weight_grad_used_for_export_matches_conv2d_weight(conv):
+    torch.manual_seed(5)
+    layer = HebbConv2d(4, 6, **conv).double()
+    x = torch.randn(3, 4, 9, 8, dtype=torch.float64)
+    g_u = torch.randn_like(layer.linear_op(x, layer.weight, None))
+    expected, _ = layer.local_weight_grad(x, g_u)
+    assert rel_err(layer._weight_grad_unfold(x, g_u), expected) < TOL

@@ -1,0 +1,145 @@
+"""Export a trained network to ONNX: inference, and one frozen-C Hebbian learning step.
+
+`model.onnx` maps raw images in [0, 1] to logits (the input standardisation is inside the graph).
+`update.onnx` is one backprop-free learning step written as a pure function,
+(images, labels, W_1..W_n, M_1..M_n) -> (logits, W_1'..W_n', M_1'..M_n'), built from the same
+layers and rule objects as the PyTorch learner. Both torch exporters silently drop in-place
+updates such as ``W.copy_``, so the old weights must be graph inputs and the new ones outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+from hebbedge.files import atomic_write, save_json
+from hebbedge.layers import HebbLayer
+
+OPSET = 17
+
+
+class Inference(nn.Module):
+    """Standardise, then the network in eval mode (committed weights)."""
+
+    def __init__(self, model: nn.Sequential, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+class FrozenStep(nn.Module):
+    """One frozen-C learner step as a pure function of the state (see the module docstring).
+
+    Same order as `HebbianLearner.step` in frozen mode: forward with W_eff = post(W + eta*C*M),
+    commit W' = W_eff, then M' = beta*M + D with D from each layer's rule. Dropout is off.
+    """
+
+    def __init__(self, model: nn.Sequential, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.inference = Inference(model, mean, std)
+        self.layers = [m for m in model if isinstance(m, HebbLayer)]
+        for layer in self.layers:
+            if layer.bias is not None:
+                raise ValueError("the exported learning step supports layers without bias (the thesis nets)")
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = len(self.layers)
+        weights, momenta = state[:n], state[n:]
+        h = (images - self.inference.mean) / self.inference.std
+        seen = []
+        for module in self.inference.model:
+            if isinstance(module, HebbLayer):
+                w, m = weights[len(seen)], momenta[len(seen)]
+                w_eff = module.pending(w, m) if module.eta != 0 else w
+                y = module.respond(h, w_eff)
+                seen.append((module, h, y, w_eff, m))
+                h = y
+            elif not isinstance(module, nn.Dropout):
+                h = module(h)
+        new_w, new_m = [], []
+        for module, x, y, w_eff, m in seen:
+            new_w.append(w_eff)
+            if module.eta != 0:
+                d_w, _ = module.rule.direction(module, x, y, labels)
+                m = module.beta * m + d_w
+            new_m.append(m)
+        return (h, *new_w, *new_m)
+
+
+def state_of(model: nn.Module) -> dict[str, np.ndarray]:
+    """W_i and M_i of every Hebbian layer, in order, as float32 arrays."""
+    layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
+    out = {f"W{i}": l.weight.detach().cpu().float().numpy() for i, l in enumerate(layers)}
+    out.update({f"M{i}": l.momentum.detach().cpu().float().numpy() for i, l in enumerate(layers)})
+    return out
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    def write(tmp: str) -> None:
+        torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=False)
+        onnx.checker.check_model(onnx.load(tmp))
+
+    atomic_write(path, write)
+
+
+def weight_initializers(model_path: Path, model: nn.Sequential) -> list[str]:
+    """The initializer names that hold each Hebbian layer's W in the inference graph, in order."""
+    names = {init.name for init in onnx.load(str(model_path)).graph.initializer}
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, HebbLayer):
+            key = f"model.{name}.weight"
+            if key not in names:
+                raise RuntimeError(f"{model_path}: initializer {key!r} not found; the exporter renamed it")
+            found.append(key)
+    return found
+
+
+@torch.no_grad()
+def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
+                 out_dir: str | Path, classes: list[int], with_update: bool, int8: bool = False, extra: dict | None = None) -> dict:
+    """Write model.onnx (+ update.onnx, state.npz) and metadata.json into `out_dir`; returns the metadata."""
+    out = Path(out_dir)
+    model = model.cpu().float().eval()
+    example = torch.rand(2, *in_shape)
+    _export(Inference(model, mean, std), (example,), out / "model.onnx", ["images"], ["logits"],
+            {"images": {0: "batch"}, "logits": {0: "batch"}})
+    meta = {
+        "format": "hebbedge-edge/1",
+        "input_shape": list(in_shape), "input_range": [0.0, 1.0], "mean": list(mean), "std": list(std),
+        "classes": classes, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__,
+        "weights": weight_initializers(out / "model.onnx", model), "update": None, "int8": None, **(extra or {}),
+    }
+    if with_update:
+        step = FrozenStep(model, mean, std)
+        state = state_of(model)
+        n = len(step.layers)
+        names = [f"W{i}" for i in range(n)] + [f"M{i}" for i in range(n)]
+        labels = torch.arange(2) % len(classes)
+        _export(step, (example, labels, *(torch.from_numpy(state[k]) for k in names)), out / "update.onnx",
+                ["images", "labels", *names], ["logits", *(k + "_new" for k in names)],
+                {"images": {0: "batch"}, "labels": {0: "batch"}, "logits": {0: "batch"}})
+        atomic_write(out / "state.npz", lambda tmp: np.savez(open(tmp, "wb"), **state))
+        meta["update"] = {"file": "update.onnx", "state": "state.npz", "layers": n}
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        atomic_write(out / "model.int8.onnx",
+                     lambda tmp: quantize_dynamic(str(out / "model.onnx"), tmp, weight_type=QuantType.QInt8))
+        meta["int8"] = "model.int8.onnx"
+    save_json(out / "metadata.json", meta)
+    return meta
+
+
+def read_metadata(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / "metadata.json").read_text())
