@@ -1,4 +1,8 @@
-"""The `hebbedge` command line."""
+"""The `hebbedge` command line.
+
+Nothing here imports torch at module level: `hebbedge edge ...` must run on a device that has only
+ONNX Runtime and numpy. Commands import what they need when they run.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,18 @@ from typing import NoReturn, Optional
 
 import typer
 
-from hebbedge.data import DATASETS, DataNotFoundError
-
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
+edge_app = typer.Typer(no_args_is_help=True, help="The edge runtime: ONNX Runtime + numpy, no PyTorch.")
+app.add_typer(edge_app, name="edge")
 
-IID_SCENARIOS = DATASETS  # i.i.d. training on the whole dataset
+IID_SCENARIOS = ("mnist", "fashion-mnist")  # i.i.d. training on the whole dataset (= hebbedge.data.DATASETS)
+
+
+def data_errors() -> tuple[type[Exception], ...]:
+    from hebbedge.data import DataNotFoundError
+
+    return DataNotFoundError, ValueError
 
 
 def fail(message: str) -> NoReturn:
@@ -112,21 +122,22 @@ def train(
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN."),
     resume: bool = typer.Option(False, help="Streams: continue the interrupted run in --out from its checkpoint."),
+    experiences: Optional[int] = typer.Option(None, help="Streams: train only the first N experiences (evaluated on all)."),
 ) -> None:
     """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy."""
     check_scenario(scenario)
     dev = pick_device(device)
     out = out or Path("runs") / f"{scenario}-{learner}-seed{seed}"
     if scenario in IID_SCENARIOS:
-        if freeze_c_after is not None or resume or class_order:
-            fail("--freeze-c-after, --class-order and --resume apply to streams; an i.i.d. run is one training")
+        if freeze_c_after is not None or resume or class_order or experiences:
+            fail("--freeze-c-after, --class-order, --experiences and --resume apply to streams; an i.i.d. run is one training")
         train_iid(scenario, out, dev, data_dir, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
                   label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
     else:
         train_stream(scenario, out, dev, data_dir, resume, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
-                     epochs=epochs, train_size=train_size, test_size=test_size,
+                     epochs=epochs, train_size=train_size, test_size=test_size, experiences=experiences,
                      class_order=class_order and list(parse_list(class_order, "--class-order", int)))
 
 
@@ -137,7 +148,7 @@ def train_iid(scenario: str, out: Path, dev, data_dir: str | None, **kw) -> None
     cfg = make_config(scenario, **kw)
     try:
         result = run(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt")
-    except (DataNotFoundError, ValueError) as err:
+    except data_errors() as err:
         fail(str(err))
     typer.echo(f"{scenario} (i.i.d., {cfg.arch}, {cfg.learner}, {cfg.epochs} epoch(s), {result['device']}): "
                f"test accuracy {100 * result['test_acc']:.2f}%")
@@ -151,7 +162,7 @@ def train_stream(scenario: str, out: Path, dev, data_dir: str | None, resume: bo
     try:
         run = StreamRun(scenario, **kw)
         results = run_stream(run, out, dev, data_dir, resume=resume)
-    except (DataNotFoundError, ValueError, FileExistsError) as err:
+    except (*data_errors(), FileExistsError) as err:
         fail(str(err))
     matrices = {p: r["matrix"] for p, r in results["protocols"].items()}
     plot_accuracy_matrices({run.learner: matrices}, out / "accuracy_matrix.png")
@@ -188,7 +199,7 @@ def compare(
         order = class_order and list(parse_list(class_order, "--class-order", int))
         record = run_compare(scenario, [s.strip() for s in learners.split(",")], seeds, out, pick_device(device),
                              data_dir, epochs, train_size, test_size, order)
-    except (DataNotFoundError, ValueError) as err:
+    except data_errors() as err:
         fail(str(err))
     typer.echo(markdown_table(record["summary"], record["seeds"]))
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
@@ -223,12 +234,116 @@ def bench(
     adam, sgd = parse_list(adam_lrs, "--adam-lrs"), parse_list(sgd_lrs, "--sgd-lrs")
     try:
         result = benchmark(cfg, tune_epochs, adam, sgd, str(pick_device(device)), data_dir)
-    except (DataNotFoundError, ValueError) as err:
+    except data_errors() as err:
         fail(str(err))
     for name, r in result["summary"].items():
         typer.echo(f"{name:8s} test acc {100 * r['test_acc']:.2f}%" + (f"  (lr {r['lr']:g})" if "lr" in r else "") + f"  {r['seconds']:.0f}s")
     typer.echo(f"result written to {save_json(out, result)}")
     typer.echo(f"learning curves plotted to {plot_learning_curves(result, out.with_suffix('.png'))}")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory of `hebbedge train`."),
+    out: Optional[Path] = typer.Option(None, help="Model directory to write. Default RUN_DIR/edge."),
+    freeze_c: bool = typer.Option(False, help="Also export the learning step for a run whose C was not frozen (C as it is now)."),
+    int8: bool = typer.Option(False, help="Also write an ONNX Runtime int8 (dynamically quantised) copy."),
+) -> None:
+    """Write model.onnx (+ update.onnx and state.npz for a frozen-C Hebbian run) and metadata.json."""
+    from hebbedge.export.onnx import export_run
+
+    out = out or run_dir / "edge"
+    try:
+        meta = export_run(run_dir, out, freeze_c, int8)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    files = ["model.onnx", "metadata.json"] + (["update.onnx", "state.npz"] if meta["update"] else []) + ([meta["int8"]] if meta["int8"] else [])
+    typer.echo(f"exported to {out}: {', '.join(files)}")
+    if not meta["update"] and meta["learner"] in ("hebbian", "random"):
+        typer.echo("no update.onnx: C was not frozen in this run; pass --freeze-c to export the learning step anyway")
+
+
+@app.command("stream-data")
+def stream_data(
+    scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
+    out: Path = typer.Option(..., help="Folder for expK-train.npz / expK-test.npz (uint8 images x, labels y)."),
+    seed: int = SEED,
+    train_size: Optional[int] = TRAIN_SIZE,
+    test_size: Optional[int] = typer.Option(None, help="Keep only this many test samples."),
+    data_dir: Optional[str] = DATA_DIR,
+) -> None:
+    """Write each experience of a stream as .npz files, the input of `hebbedge edge adapt`."""
+    from hebbedge.export.onnx import stream_arrays
+
+    if scenario not in stream_names():
+        fail(f"unknown stream {scenario!r}; valid: {', '.join(stream_names())}")
+    try:
+        paths = stream_arrays(scenario, out, seed, data_dir, train_size, test_size)
+    except data_errors() as err:
+        fail(str(err))
+    typer.echo(f"wrote {len(paths)} files to {out}")
+
+
+def edge_model(model_dir: Path, int8: bool = False):
+    from hebbedge.export.edge import EdgeError, EdgeModel
+
+    try:
+        return EdgeModel(model_dir, int8)
+    except EdgeError as err:
+        fail(str(err))
+
+
+@edge_app.command("predict")
+def edge_predict(
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`."),
+    inputs: list[Path] = typer.Argument(..., help="Images (PNG/JPEG) or .npz files with images x (and labels y)."),
+    int8: bool = typer.Option(False, help="Use the int8 model."),
+) -> None:
+    """Predict classes with ONNX Runtime; with labelled .npz input, also print the accuracy."""
+    from hebbedge.export.edge import EdgeError, load_image, load_npz
+
+    model = edge_model(model_dir, int8)
+    try:
+        for path in inputs:
+            if path.suffix == ".npz":
+                x, y = load_npz(path)
+                pred = model.predict(x)
+                acc = f", accuracy {100 * float((pred == y).mean()):.2f}%" if y is not None else ""
+                typer.echo(f"{path}: {len(pred)} predictions{acc}")
+            else:
+                typer.echo(f"{path}: class {int(model.predict(load_image(path))[0])}")
+    except EdgeError as err:
+        fail(str(err))
+
+
+@edge_app.command("adapt")
+def edge_adapt(
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export` with update.onnx."),
+    data: list[Path] = typer.Option(..., help="Labelled .npz files (x, y) to learn from, in order."),
+    eval_data: Optional[list[Path]] = typer.Option(None, "--eval", help="Labelled .npz files to report accuracy on before and after."),
+    batch_size: int = typer.Option(64, help="Samples per Hebbian step."),
+    seed: int = typer.Option(0, help="Shuffle seed for the sample order."),
+) -> None:
+    """Keep learning on-device (frozen C, backprop-free); save the new weights atomically."""
+    from hebbedge.export.edge import EdgeError, load_npz
+
+    model = edge_model(model_dir)
+    try:
+        evals = [(p, *load_npz(p)) for p in eval_data or []]
+        before = [model.accuracy(x, y) for _, x, y in evals]
+        steps = 0
+        for path in data:
+            x, y = load_npz(path)
+            if y is None:
+                fail(f"{path}: adapt needs labels (array 'y')")
+            steps += model.adapt(x, y, batch_size, seed)
+        after = [model.accuracy(x, y) for _, x, y in evals]
+    except EdgeError as err:
+        fail(str(err))
+    model.save()  # only after every step succeeded
+    typer.echo(f"{steps} Hebbian steps; weights saved to {model_dir}")
+    for (path, _, _), a, b in zip(evals, before, after):
+        typer.echo(f"  {path.name}: accuracy {100 * a:.2f}% -> {100 * b:.2f}%")
 
 
 def main() -> None:

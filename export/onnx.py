@@ -83,10 +83,13 @@ def state_of(model: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict,
+            fold: bool = False) -> None:
+    # Without constant folding each W stays an initializer under its state-dict name, which the edge
+    # runtime rewrites after learning; folding pre-transposes W, which the int8 quantiser needs.
     def write(tmp: str) -> None:
         torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=False)
+                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=fold)
         onnx.checker.check_model(onnx.load(tmp))
 
     atomic_write(path, write)
@@ -134,12 +137,92 @@ def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[fl
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        atomic_write(out / "model.int8.onnx",
-                     lambda tmp: quantize_dynamic(str(out / "model.onnx"), tmp, weight_type=QuantType.QInt8))
-        meta["int8"] = "model.int8.onnx"
+        folded = out / ".model.folded.onnx"
+        _export(Inference(model, mean, std), (example,), folded, ["images"], ["logits"],
+                {"images": {0: "batch"}, "logits": {0: "batch"}}, fold=True)
+        try:
+            atomic_write(out / "model.int8.onnx", lambda tmp: quantize_dynamic(str(folded), tmp, weight_type=QuantType.QInt8))
+        finally:
+            folded.unlink()
+        meta["int8"] = "model.int8.onnx"  # a snapshot of the exported weights; `edge adapt` updates model.onnx
     save_json(out / "metadata.json", meta)
     return meta
 
 
 def read_metadata(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / "metadata.json").read_text())
+
+
+def dataset_mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std that the streams and i.i.d. runs standardise with."""
+    from hebbedge.data import MEAN_STD
+    from hebbedge.scenarios.streams import CIFAR10_MEAN_STD
+
+    if dataset == "cifar10":
+        return CIFAR10_MEAN_STD
+    return (MEAN_STD[dataset][0],), (MEAN_STD[dataset][1],)
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
+    """The trained model of a `hebbedge train` run directory, and what an export needs to know.
+
+    Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
+    """
+    from hebbedge.continual import HEBBIAN_LEARNERS, build_model
+    from hebbedge.scenarios import SCENARIOS
+    from hebbedge.train import TrainConfig, build
+
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
+        info = json.loads((run_dir / "config.json").read_text())
+        run, cfg = info["run"], info["config"]
+        dataset = SCENARIOS[run["scenario"]].dataset
+        hebbian = run["learner"] in HEBBIAN_LEARNERS
+        section = cfg["hebbian"] if hebbian else cfg["backprop"]
+        in_shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
+        model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
+        model.load_state_dict(torch.load(run_dir / "model.pt"))
+        learner, frozen = run["learner"], run["freeze_c_after"] is not None
+    elif (run_dir / "result.json").exists() and (run_dir / "checkpoint.pt").exists():
+        cfg = TrainConfig(**json.loads((run_dir / "result.json").read_text())["config"])
+        dataset, in_shape, learner, frozen = cfg.dataset, (1, 28, 28), cfg.learner, False
+        hebbian = learner in HEBBIAN_LEARNERS
+        model, _ = build(cfg, in_shape, 10)
+        model.load_state_dict(torch.load(run_dir / "checkpoint.pt")["learner"]["model"])
+    else:
+        raise ValueError(f"{run_dir}: expected a run directory of `hebbedge train` "
+                         "(config.json + model.pt for a stream, result.json + checkpoint.pt for i.i.d.)")
+    if learner == "random":
+        for layer in [m for m in model if isinstance(m, HebbLayer)][:-1]:
+            layer.eta = 0.0  # the control's hidden weights never learn, on the edge either
+    mean, std = dataset_mean_std(dataset)
+    return model, {"in_shape": in_shape, "mean": tuple(mean), "std": tuple(std), "classes": list(range(10)),
+                   "hebbian": hebbian, "frozen": frozen, "learner": learner, "dataset": dataset}
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, freeze_c: bool = False, int8: bool = False) -> dict:
+    """`hebbedge export`: model.onnx always; update.onnx for a Hebbian run whose C is frozen (or `freeze_c`)."""
+    model, info = load_run(run_dir)
+    with_update = info["hebbian"] and (info["frozen"] or freeze_c)
+    extra = {"source_run": str(run_dir), "learner": info["learner"], "dataset": info["dataset"]}
+    return export_model(model, info["in_shape"], info["mean"], info["std"], out_dir, info["classes"], with_update, int8, extra)
+
+
+def stream_arrays(scenario: str, out_dir: str | Path, seed: int = 0, data_dir: str | None = None,
+                  train_size: int | None = None, test_size: int | None = None) -> list[Path]:
+    """Each experience of a stream as raw uint8 images + labels (expK-train.npz / expK-test.npz), for the edge."""
+    from hebbedge.scenarios import SCENARIOS, make_stream
+
+    bm = make_stream(scenario, seed=seed, data_dir=data_dir, train_size=train_size, test_size=test_size)
+    mean, std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in dataset_mean_std(SCENARIOS[scenario].dataset))
+    written = []
+    for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
+        for k, exp in enumerate(stream):
+            loader = torch.utils.data.DataLoader(exp.dataset, batch_size=4096)
+            xs, ys = zip(*[(b[0], b[1]) for b in loader])
+            x = torch.cat(xs).numpy() * std + mean  # back to [0, 1]: the streams hold standardised images
+            images = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+            path = Path(out_dir) / f"exp{k}-{split}.npz"
+            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), x=images, y=torch.cat(ys).numpy()))
+            written.append(path)
+    return written

@@ -50,12 +50,15 @@ class StreamRun:
     class_order: list[int] | None = None
     train_size: int | None = None  # quick runs and tests
     test_size: int | None = None
+    experiences: int | None = None  # train only the first N experiences (evaluated on the whole test stream)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
         if self.learner not in CL_LEARNERS:
             raise ValueError(f"unknown learner {self.learner!r}; valid: {', '.join(CL_LEARNERS)}")
+        if self.experiences is not None and self.experiences < 1:
+            raise ValueError(f"--experiences must be at least 1, got {self.experiences}")
         if self.freeze_c_after is not None and self.learner not in HEBBIAN_LEARNERS:
             raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
 
@@ -191,7 +194,7 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
             strategy.eval(bm.test_stream)
             save_run_checkpoint(ckpt, strategy, len(bm.train_stream))
     else:
-        for i in range(start_exp, len(bm.train_stream)):
+        for i in range(start_exp, min(len(bm.train_stream), run.experiences or len(bm.train_stream))):
             if stop_after is not None and i >= stop_after:
                 return {}
             strategy.train(bm.train_stream[i])

@@ -62,12 +62,13 @@ def summarize(matrix: list[list[float]]) -> dict:
 
     Forgetting follows Avalanche: for each experience j but the last, the accuracy right after
     training on it, a[j][j], minus the final one, a[T-1][j]; averaged. BWT is its negative
-    (Lopez-Paz & Ranzato). A single-row matrix (joint training) has neither.
+    (Lopez-Paz & Ranzato). A single-row matrix (joint training) has neither. A run that trained
+    only the first T experiences has T rows; its final accuracy still averages every column.
     """
     final = matrix[-1]
     out = {"final_avg_acc": sum(final) / len(final), "forgetting": None, "bwt": None}
-    if len(matrix) == len(final) and len(matrix) > 1:
-        drops = [matrix[j][j] - final[j] for j in range(len(final) - 1)]
+    if 1 < len(matrix) <= len(final):  # rows: the experiences trained so far
+        drops = [matrix[j][j] - final[j] for j in range(len(matrix) - 1)]
         out["forgetting"] = sum(drops) / len(drops)
         out["bwt"] = -out["forgetting"]
     return out

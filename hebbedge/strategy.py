@@ -76,8 +76,8 @@ class FreezeCPlugin(SupervisedPlugin):
         super().__init__()
         if after < 0:
             raise ValueError(f"freeze-c-after must be a non-negative experience index, got {after}")
-        self.after = after
+        self.last_trained = after  # (an attribute named after_* would look like a callback to Avalanche)
 
     def after_training_exp(self, strategy: HebbianStrategy, **kwargs) -> None:
-        if strategy.experience.current_experience == self.after:
+        if strategy.experience.current_experience == self.last_trained:
             strategy.freeze_c()
