@@ -263,6 +263,25 @@ def export_cmd(
         typer.echo("no update.onnx: C was not frozen in this run; pass --freeze-c to export the learning step anyway")
 
 
+@app.command("latency")
+def latency(
+    run_dir: Path = typer.Argument(..., help="A run directory of `hebbedge train`."),
+    out: Optional[Path] = typer.Option(None, help="Where the exported models and latency.json go. Default RUN_DIR/latency."),
+    repeats: int = typer.Option(50, help="Timed repeats per measurement (the median is reported)."),
+) -> None:
+    """CPU latency (batch 1 and 64) and file size: PyTorch eager vs ONNX Runtime fp32 vs int8."""
+    from hebbedge.export.latency import markdown, measure
+    from hebbedge.files import save_json
+
+    out = out or run_dir / "latency"
+    try:
+        result = measure(run_dir, out, repeats=repeats)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    typer.echo(markdown(result))
+    typer.echo(f"written to {save_json(out / 'latency.json', result)}")
+
+
 @app.command("stream-data")
 def stream_data(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
@@ -337,10 +356,10 @@ def edge_adapt(
             if y is None:
                 fail(f"{path}: adapt needs labels (array 'y')")
             steps += model.adapt(x, y, batch_size, seed)
+        model.save()  # only once every step has succeeded
         after = [model.accuracy(x, y) for _, x, y in evals]
     except EdgeError as err:
         fail(str(err))
-    model.save()  # only after every step succeeded
     typer.echo(f"{steps} Hebbian steps; weights saved to {model_dir}")
     for (path, _, _), a, b in zip(evals, before, after):
         typer.echo(f"  {path.name}: accuracy {100 * a:.2f}% -> {100 * b:.2f}%")

@@ -10,6 +10,7 @@ updates such as ``W.copy_``, so the old weights must be graph inputs and the new
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,10 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     # Without constant folding each W stays an initializer under its state-dict name, which the edge
     # runtime rewrites after learning; folding pre-transposes W, which the int8 quantiser needs.
     def write(tmp: str) -> None:
-        torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=fold)
+        with warnings.catch_warnings():  # the batch-of-one guard is traced as a constant; the runtime skips such batches
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs,
+                              output_names=outputs, dynamic_axes=dynamic, do_constant_folding=fold)
         onnx.checker.check_model(onnx.load(tmp))
 
     atomic_write(path, write)

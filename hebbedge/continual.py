@@ -12,6 +12,7 @@ import io
 from contextlib import contextmanager
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def _dill_by_reference():
     old = dill.settings["byref"]
     dill.settings["byref"] = True
     try:
-        yield
+        with warnings.catch_warnings():  # dill reports AdamW "by reference" as a warning; it round-trips
+            warnings.simplefilter("ignore", dill.PicklingWarning)
+            yield
     finally:
         dill.settings["byref"] = old
 

@@ -129,6 +129,7 @@ def test_a_failed_step_keeps_the_saved_state(exported):
 def test_edge_runtime_runs_where_torch_cannot_be_imported(exported):
     _, path = exported
     np.savez(path / "batch.npz", x=np.random.default_rng(2).integers(0, 256, (30, 1, 28, 28), dtype=np.uint8), y=np.arange(30) % 10)
+    model_before = (path / "model.onnx").read_bytes()
     code = ("import sys; sys.modules['torch'] = None\n"
             "from hebbedge.cli.app import main\n"
             f"sys.argv = ['hebbedge', 'edge', 'adapt', {str(path)!r}, '--data', {str(path / 'batch.npz')!r}, '--eval', {str(path / 'batch.npz')!r}]\n"
@@ -136,6 +137,7 @@ def test_edge_runtime_runs_where_torch_cannot_be_imported(exported):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Hebbian steps; weights saved" in done.stdout and "batch.npz: accuracy" in done.stdout
+    assert (path / "model.onnx").read_bytes() != model_before  # the learned weights were saved into the model
     code = "import sys; sys.modules['torch'] = None\nimport hebbedge.models\n"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode != 0  # the guard works
 
