@@ -9,8 +9,6 @@ new weights into `model.onnx`, each to a temporary file first, so a failed step 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +16,13 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from hebbedge.files import atomic_write, save_npz
+
 FORMAT = "hebbedge-edge/1"
 
 
 class EdgeError(ValueError):
     """Bad input or a bad model directory; the message says what was expected."""
-
-
-def _replace(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -140,13 +129,13 @@ class EdgeModel:
         if self.state is None:
             return
         state_path = self.dir / self.meta["update"]["state"]
-        _replace(state_path, lambda tmp: np.savez(open(tmp, "wb"), **self.state))
+        save_npz(state_path, **self.state)
         model_path = self.dir / "model.onnx"
         proto = onnx.load(str(model_path))
         inits = {init.name: init for init in proto.graph.initializer}
         for i, name in enumerate(self.meta["weights"]):
             inits[name].CopyFrom(numpy_helper.from_array(self.state[f"W{i}"], name))
-        _replace(model_path, lambda tmp: onnx.save(proto, tmp))
+        atomic_write(model_path, lambda tmp: onnx.save(proto, tmp))
         if self.model_path == model_path:
             self.infer = _session(model_path)
 

@@ -18,7 +18,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from hebbedge.files import atomic_write, save_json
+from hebbedge.files import atomic_write, save_json, save_npz
 from hebbedge.layers import HebbLayer
 
 OPSET = 17
@@ -135,7 +135,7 @@ def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[fl
         _export(step, (example, labels, *(torch.from_numpy(state[k]) for k in names)), out / "update.onnx",
                 ["images", "labels", *names], ["logits", *(k + "_new" for k in names)],
                 {"images": {0: "batch"}, "labels": {0: "batch"}, "logits": {0: "batch"}})
-        atomic_write(out / "state.npz", lambda tmp: np.savez(open(tmp, "wb"), **state))
+        save_npz(out / "state.npz", **state)
         meta["update"] = {"file": "update.onnx", "state": "state.npz", "layers": n}
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -226,6 +226,6 @@ def stream_arrays(scenario: str, out_dir: str | Path, seed: int = 0, data_dir: s
             x = torch.cat(xs).numpy() * std + mean  # back to [0, 1]: the streams hold standardised images
             images = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
             path = Path(out_dir) / f"exp{k}-{split}.npz"
-            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), x=images, y=torch.cat(ys).numpy()))
+            save_npz(path, x=images, y=torch.cat(ys).numpy())
             written.append(path)
     return written

@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)`, then rename the temporary file onto `path` (atomic on POSIX)."""
@@ -35,5 +33,18 @@ def save_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, write)
 
 
+def save_npz(path: str | Path, **arrays) -> Path:
+    """numpy arrays in one .npz (written through a file object: np.savez would append '.npz' to the name)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
+
+
 def save_checkpoint(path: str | Path, state: dict) -> Path:
+    import torch  # here, not at the top: the edge runtime uses atomic_write without torch
+
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
