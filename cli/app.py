@@ -315,11 +315,11 @@ def edge_model(model_dir: Path, int8: bool = False):
 @edge_app.command("predict")
 def edge_predict(
     model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`."),
-    inputs: list[Path] = typer.Argument(..., help="Images (PNG/JPEG) or .npz files with images x (and labels y)."),
+    inputs: list[Path] = typer.Argument(..., help="Images (PNG/JPEG), .npy image arrays, or .npz files with images x (and labels y)."),
     int8: bool = typer.Option(False, help="Use the int8 model."),
 ) -> None:
     """Predict classes with ONNX Runtime; with labelled .npz input, also print the accuracy."""
-    from hebbedge.export.edge import EdgeError, load_image, load_npz
+    from hebbedge.export.edge import EdgeError, load_image, load_npy, load_npz
 
     model = edge_model(model_dir, int8)
     try:
@@ -329,6 +329,8 @@ def edge_predict(
                 pred = model.predict(x)
                 acc = f", accuracy {100 * float((pred == y).mean()):.2f}%" if y is not None else ""
                 typer.echo(f"{path}: {len(pred)} predictions{acc}")
+            elif path.suffix == ".npy":
+                typer.echo(f"{path}: classes {model.predict(load_npy(path)).tolist()}")
             else:
                 typer.echo(f"{path}: class {int(model.predict(load_image(path))[0])}")
     except EdgeError as err:

@@ -153,6 +153,14 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise EdgeError(f"{path}: not a readable .npz file ({err})") from None
 
 
+def load_npy(path: str | Path) -> np.ndarray:
+    """An image array ([C, H, W], [N, C, H, W] or, for one channel, [N, H, W]) from an .npy file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise EdgeError(f"{path}: not a readable .npy array ({err})") from None
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """A PNG/JPEG as uint8 [C, H, W] (grayscale for one-channel models is handled by the caller)."""
     from PIL import Image

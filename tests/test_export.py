@@ -159,3 +159,25 @@ def test_int8_accuracy_within_one_point_of_fp32(tmp_path):
     assert a32 > 0.85
     assert abs(a32 - a8) < 0.01
     assert (tmp_path / "model.int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size / 2
+
+
+def test_edge_predict_reads_png_npy_and_npz(exported, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    _, path = exported
+    digit = np.random.default_rng(4).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(digit).save(tmp_path / "digit.png")
+    np.save(tmp_path / "two.npy", np.stack([digit, digit]))
+    np.savez(tmp_path / "set.npz", x=np.stack([digit] * 4), y=np.zeros(4, dtype=np.int64))
+    expected = int(EdgeModel(path).predict(digit[None])[0])
+    result = CliRunner().invoke(app, ["edge", "predict", str(path), str(tmp_path / "digit.png"), str(tmp_path / "two.npy"),
+                                      str(tmp_path / "set.npz")])
+    assert result.exit_code == 0, result.output
+    assert f"digit.png: class {expected}" in result.output
+    assert f"two.npy: classes [{expected}, {expected}]" in result.output
+    assert "set.npz: 4 predictions, accuracy" in result.output
+    bad = CliRunner().invoke(app, ["edge", "predict", str(path), str(tmp_path / "nothing.npy")])
+    assert bad.exit_code == 2 and "not a readable .npy" in bad.output
