@@ -159,3 +159,15 @@ def test_synaptic_intelligence_importance_is_not_zero_on_cpu():
     strategy.train(tiny_benchmark().train_stream[0])
     si = next(p for p in strategy.plugins if type(p).__name__ == "SynapticIntelligencePlugin")
     assert all(w.data.abs().sum() > 0 for w in si.ewc_data[1].values())
+
+
+def test_split_cifar10_conv_stream_runs_end_to_end(tmp_path):
+    """The conv configuration through the Hebbian strategy, on a tiny made-up CIFAR-10."""
+    from test_scenarios import write_cifar
+
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=20)
+    run = StreamRun("split-cifar10", "hebbian", seed=0, freeze_c_after=0)
+    results = run_stream(run, tmp_path / "run", torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
+    matrix = results["protocols"]["task-aware"]["matrix"]
+    assert len(matrix) == 5 and all(len(r) == 5 for r in matrix)
+    assert all(0.0 <= v <= 1.0 for r in matrix for v in r)
