@@ -1,0 +1,51 @@
+"""FastHebb forms equal their per-patch references (seed 001, Section 3.3)."""
+
+import pytest
+import torch
+
+from hebbedge.fasthebb import (conv_patches, conv_patches_reference, hpca_fast, hpca_reference, swta_fast,
+                               swta_reference)
+
+TOL = 1e-5
+
+
+def close(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() < TOL
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1), (1, 2)])
+def test_conv_patches_match_the_patch_by_patch_cut(stride, padding):
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    assert torch.allclose(conv_patches(x, 3, stride, padding), conv_patches_reference(x, 3, stride, padding))
+
+
+@pytest.mark.parametrize("source", ["linear", "conv"])
+def test_swta_fast_equals_per_patch_reference(source):
+    torch.manual_seed(0)
+    if source == "linear":
+        c = torch.randn(40, 12, dtype=torch.float64)
+    else:
+        c = conv_patches(torch.randn(2, 3, 7, 7, dtype=torch.float64), 3, stride=2, padding=1)
+    b = torch.randn(6, c.shape[1], dtype=torch.float64) * 0.3
+    for temperature in (0.5, 2.0):
+        assert close(swta_fast(c, b, 0.01, temperature), swta_reference(c, b, 0.01, temperature))
+
+
+@pytest.mark.parametrize("source", ["linear", "conv"])
+def test_hpca_fast_equals_per_patch_reference(source):
+    torch.manual_seed(1)
+    if source == "linear":
+        c = torch.randn(30, 10, dtype=torch.float64)
+    else:
+        c = conv_patches(torch.randn(2, 2, 6, 6, dtype=torch.float64), 3, stride=1, padding=1)
+    b = torch.randn(5, c.shape[1], dtype=torch.float64) * 0.3
+    assert close(hpca_fast(c, b, 0.01), hpca_reference(c, b, 0.01))
+
+
+def test_hpca_first_neuron_follows_oja():
+    # For q = 1 the rule is Oja's: db = alpha a (c - a b), averaged.
+    torch.manual_seed(2)
+    c, b = torch.randn(20, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    a = c @ b[0]
+    oja = 0.1 * (a[:, None] * (c - a[:, None] * b[0])).mean(0)
+    assert torch.allclose(hpca_fast(c, b, 0.1)[0], oja)
