@@ -282,6 +282,26 @@ def latency(
     typer.echo(f"written to {save_json(out / 'latency.json', result)}")
 
 
+@app.command("fasthebb-bench")
+def fasthebb_bench(
+    batches: int = typer.Option(5, help="Batches timed per rule (the epoch time is extrapolated from them)."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+    out: Path = typer.Option(Path("runs/fasthebb-bench.json"), help="JSON result file."),
+) -> None:
+    """Epoch time of the per-patch SWTA/HPCA rules vs their FastHebb forms (seed 001's single-layer setting)."""
+    from hebbedge.fasthebb import benchmark
+    from hebbedge.files import save_json
+
+    if batches < 1 or batch_size < 1:
+        fail(f"--batches and --batch-size must be positive, got {batches} and {batch_size}")
+    result = benchmark(batches, batch_size)
+    typer.echo(f"{result['setting']}, batch {batch_size}, epoch of {result['epoch_images']} images (extrapolated):")
+    for name, r in result["rules"].items():
+        typer.echo(f"  {name}: per-patch {r['per_patch_epoch_seconds']:.1f} s, FastHebb {r['fasthebb_epoch_seconds']:.1f} s, "
+                   f"speed-up {r['speedup']:.1f}x")
+    typer.echo(f"written to {save_json(out, result)}")
+
+
 @app.command("stream-data")
 def stream_data(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),

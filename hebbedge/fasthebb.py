@@ -51,6 +51,30 @@ def hpca_reference(c: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tens
     return total / c.shape[0]
 
 
+def swta_two_phase(c: torch.Tensor, b: torch.Tensor, alpha: float, temperature: float, chunk: int = 2048) -> torch.Tensor:
+    """The per-patch rule as non-FastHebb code runs it: every patch's update dB[p, q, m] is built,
+    then aggregated (Fig. 1a). Vectorised over chunks of patches; the speed baseline."""
+    s = torch.softmax(c @ b.T / temperature, dim=1)
+    weights = s / s.sum(0, keepdim=True)
+    total = torch.zeros_like(b)
+    for i in range(0, c.shape[0], chunk):
+        s_p, w_p, c_p = s[i:i + chunk], weights[i:i + chunk], c[i:i + chunk]
+        updates = alpha * s_p[:, :, None] * (c_p[:, None, :] - b[None])  # [p, Q, M]
+        total += (w_p[:, :, None] * updates).sum(0)
+    return total
+
+
+def hpca_two_phase(c: torch.Tensor, b: torch.Tensor, alpha: float, chunk: int = 2048) -> torch.Tensor:
+    """Eq. 4 for every patch as a [p, Q, M] tensor (cumulative reconstruction), then the average."""
+    total = torch.zeros_like(b)
+    for i in range(0, c.shape[0], chunk):
+        c_p = c[i:i + chunk]
+        a = c_p @ b.T  # [p, Q]
+        recon = torch.cumsum(a[:, :, None] * b[None], dim=1)  # sum_{k <= q} a_k b_k
+        total += (alpha * a[:, :, None] * (c_p[:, None, :] - recon)).sum(0)
+    return total / c.shape[0]
+
+
 def conv_patches(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> torch.Tensor:
     """C[p, m]: every receptive field of a conv layer as a row, p over batch x positions."""
     cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, M, L]
@@ -66,3 +90,35 @@ def conv_patches_reference(x: torch.Tensor, kernel_size: int, stride: int = 1, p
             for j in range(0, xp.shape[3] - kernel_size + 1, stride):
                 rows.append(img[:, i:i + kernel_size, j:j + kernel_size].reshape(-1))
     return torch.stack(rows)
+
+
+def benchmark(batches: int = 5, batch_size: int = 32, epoch_images: int = 50_000, seed: int = 0) -> dict:
+    """Seed 001's single-layer setting: 5x5 conv, 3 -> 96 channels, 32x32 inputs (CIFAR-10 sized).
+
+    Times one weight update per batch (patch extraction + rule) for the two-phase per-patch rule
+    and the FastHebb form, on the same random batches, and extrapolates to an epoch of
+    `epoch_images` images. The update's cost does not depend on the pixel values.
+    """
+    import time
+
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(96, 3 * 5 * 5, generator=g) * 0.1
+    xs = [torch.rand(batch_size, 3, 32, 32, generator=g) for _ in range(batches)]
+    rules = {
+        "swta": (lambda c: swta_two_phase(c, b, 1e-3, 50.0), lambda c: swta_fast(c, b, 1e-3, 50.0)),
+        "hpca": (lambda c: hpca_two_phase(c, b, 1e-3), lambda c: hpca_fast(c, b, 1e-3)),
+    }
+    out = {"setting": "5x5 conv, 3 -> 96 channels, 32x32 inputs", "batch_size": batch_size, "batches_timed": batches,
+           "epoch_images": epoch_images, "threads": torch.get_num_threads(), "rules": {}}
+    for name, (slow, fast) in rules.items():
+        row = {}
+        for label, rule in (("per_patch", slow), ("fasthebb", fast)):
+            rule(conv_patches(xs[0], 5))  # warm-up
+            start = time.perf_counter()
+            for x in xs:
+                rule(conv_patches(x, 5))
+            per_batch = (time.perf_counter() - start) / batches
+            row[f"{label}_epoch_seconds"] = per_batch * epoch_images / batch_size
+        row["speedup"] = row["per_patch_epoch_seconds"] / row["fasthebb_epoch_seconds"]
+        out["rules"][name] = row
+    return out

@@ -49,3 +49,30 @@ def test_hpca_first_neuron_follows_oja():
     a = c @ b[0]
     oja = 0.1 * (a[:, None] * (c - a[:, None] * b[0])).mean(0)
     assert torch.allclose(hpca_fast(c, b, 0.1)[0], oja)
+
+
+def test_two_phase_baselines_equal_the_references():
+    from hebbedge.fasthebb import hpca_two_phase, swta_two_phase
+
+    torch.manual_seed(3)
+    c = conv_patches(torch.randn(2, 3, 6, 6, dtype=torch.float64), 3, padding=1)
+    b = torch.randn(4, c.shape[1], dtype=torch.float64) * 0.3
+    assert close(swta_two_phase(c, b, 0.01, 1.0, chunk=7), swta_reference(c, b, 0.01, 1.0))
+    assert close(hpca_two_phase(c, b, 0.01, chunk=7), hpca_reference(c, b, 0.01))
+
+
+def test_fasthebb_bench_command_writes_both_rules(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    out = tmp_path / "fh.json"
+    result = CliRunner().invoke(app, ["fasthebb-bench", "--batches", "1", "--batch-size", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    for rule in ("swta", "hpca"):
+        r = record["rules"][rule]
+        assert r["per_patch_epoch_seconds"] > 0 and r["fasthebb_epoch_seconds"] > 0
+        assert r["speedup"] == r["per_patch_epoch_seconds"] / r["fasthebb_epoch_seconds"]
