@@ -9,6 +9,7 @@ so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import io
+import math
 from contextlib import contextmanager
 import random
 import time
@@ -31,12 +32,14 @@ import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge.models import thesis_conv, thesis_linear
+from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
 
 HEBBIAN_LEARNERS = ("hebbian", "random")
+UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca")  # unsupervised hidden rules + Hebbian-descent readout
 BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint", "slda")
-CL_LEARNERS = HEBBIAN_LEARNERS + BASELINES
+CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + BASELINES
 
 
 @dataclass
@@ -60,7 +63,7 @@ class StreamRun:
             raise ValueError(f"unknown learner {self.learner!r}; valid: {', '.join(CL_LEARNERS)}")
         if self.experiences is not None and self.experiences < 1:
             raise ValueError(f"--experiences must be at least 1, got {self.experiences}")
-        if self.freeze_c_after is not None and self.learner not in HEBBIAN_LEARNERS:
+        if self.freeze_c_after is not None and self.learner not in HEBBIAN_LEARNERS:  # the others have no C to train
             raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
 
 
@@ -76,11 +79,39 @@ def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...]
     return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model_cfg["widths"]), **etas, **common)
 
 
+def softhebb_init_(weight: torch.Tensor, radius: float) -> None:
+    """SoftHebb's initialisation (seed 003, A.1): normal weights whose expected row norm is `radius`
+    (E|w| = sigma sqrt(2/pi), so sigma = radius / sqrt(N * 2/pi)); above 2.5 every neuron learns."""
+    n = weight[0].numel()
+    with torch.no_grad():
+        weight.normal_(0.0, radius / math.sqrt(n * 2 / math.pi))
+
+
+def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, plugins: list, common: dict):
+    """softhebb / swta / hpca: hidden layers learn by their unsupervised rule, the readout by
+    Hebbian descent (cross-entropy's own local rule); no backprop at all, C stays 1 (frozen)."""
+    u = cfg["unsupervised"]
+    rule = {"softhebb": lambda: SoftHebbRule(u["temperature"], u["q"]), "swta": lambda: SWTARule(u["temperature"]),
+            "hpca": HPCARule}[run.learner]
+    model = build_model(cfg["model"], cfg["hebbian"], in_shape, n_classes, u.get("dropout", 0.0))
+    strategy = HebbianStrategy(model=model, plugins=plugins, **common)
+    strategy.freeze_c()
+    *hidden, readout = strategy.learner.layers
+    for layer in hidden:
+        layer.rule, layer.eta, layer.beta, layer.post = rule(), u["eta"][run.learner], 0.0, None
+        if run.learner == "softhebb":
+            softhebb_init_(layer.weight, u["radius"])
+    readout.eta = u["readout_eta"]
+    return strategy
+
+
 def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list, evaluator):
     """The Avalanche strategy for `run.learner`, on the config's architecture."""
     stream = cfg["stream"]
     common = dict(train_mb_size=stream["batch_size"], train_epochs=run.epochs or stream["epochs"],
                   eval_mb_size=stream["eval_batch_size"], device=device, evaluator=evaluator)
+    if run.learner in UNSUPERVISED_LEARNERS:
+        return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
     if run.learner in HEBBIAN_LEARNERS:
         h = cfg["hebbian"]
         model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0))

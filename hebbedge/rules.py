@@ -141,3 +141,83 @@ class HebbianDescent(Rule):
 
     def __repr__(self) -> str:
         return "HebbianDescent()"
+
+
+class PatchRule(Rule):
+    """Base of the unsupervised rules of seeds 001/003: they act on the patches the layer sees.
+
+    A linear layer's patches are its inputs; a conv layer's are its receptive fields (batch x
+    positions). The direction is the aggregated update dW (labels are not used), shaped like W.
+    """
+
+    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
+        from hebbedge.fasthebb import conv_patches
+
+        if x.dim() == 4:
+            if layer.groups != 1:
+                raise ValueError(f"{type(self).__name__} supports conv layers with groups=1")
+            c = conv_patches(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+        else:
+            c = x
+        w = layer.weight.flatten(1)
+        return self.update(c, w).view_as(layer.weight), None
+
+
+class SoftHebbRule(PatchRule):
+    """SoftHebb (seed 003, eq. 1-2): y = softmax(u / tau); dw_k = eta_k * mean_p y_k (x - u_k w_k).
+
+    Soft anti-Hebbian: the update is negated for every neuron but the most active one (per patch).
+    Per-neuron adaptive rate eta_k = (r_k - 1)^q, r_k = |w_k|: it vanishes as the weights reach
+    the unit sphere (Section 3); the layer's eta multiplies it.
+    """
+
+    def __init__(self, temperature: float = 1.0, q: float = 0.5, anti_hebbian: bool = True) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature, self.q, self.anti_hebbian = temperature, q, anti_hebbian
+
+    def adaptive_rate(self, w: torch.Tensor) -> torch.Tensor:
+        return (w.norm(dim=1) - 1).abs().pow(self.q)
+
+    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        u = c @ w.T  # [P, K]
+        y = torch.softmax(u / self.temperature, dim=1)
+        if self.anti_hebbian:
+            winner = torch.nn.functional.one_hot(u.argmax(1), u.shape[1]).to(y.dtype)
+            y = y * (2 * winner - 1)
+        # sum_p y_k (x - u_k w_k) = (y^T C)_k - (sum_p y_k u_k) w_k
+        dw = (y.T @ c - (y * u).sum(0)[:, None] * w) / c.shape[0]
+        return self.adaptive_rate(w)[:, None] * dw
+
+    def __repr__(self) -> str:
+        return f"SoftHebbRule(temperature={self.temperature}, q={self.q}, anti_hebbian={self.anti_hebbian})"
+
+
+class SWTARule(PatchRule):
+    """Soft winner-take-all, FastHebb form (seed 001, SWTA-FH)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+
+    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        from hebbedge.fasthebb import swta_fast
+
+        return swta_fast(c, w, 1.0, self.temperature)
+
+    def __repr__(self) -> str:
+        return f"SWTARule(temperature={self.temperature})"
+
+
+class HPCARule(PatchRule):
+    """Hebbian PCA, FastHebb form (seed 001, HPCA-FH)."""
+
+    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        from hebbedge.fasthebb import hpca_fast
+
+        return hpca_fast(c, w, 1.0)
+
+    def __repr__(self) -> str:
+        return "HPCARule()"

@@ -142,7 +142,7 @@ def test_resume_gives_the_same_final_weights(tmp_path, learner):
 def test_freeze_c_after_is_only_for_hebbian_learners():
     with pytest.raises(ValueError, match="freeze-c-after"):
         quick("ewc", freeze_c_after=1)
-    with pytest.raises(ValueError, match="valid: hebbian, random, naive"):
+    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, naive"):
         quick("magic")
 
 
@@ -171,3 +171,14 @@ def test_split_cifar10_conv_stream_runs_end_to_end(tmp_path):
     matrix = results["protocols"]["task-aware"]["matrix"]
     assert len(matrix) == 5 and all(len(r) == 5 for r in matrix)
     assert all(0.0 <= v <= 1.0 for r in matrix for v in r)
+
+
+@pytest.mark.parametrize("learner", ["softhebb", "swta", "hpca"])
+def test_unsupervised_learners_run_two_split_mnist_experiences(tmp_path, learner):
+    run = StreamRun("split-mnist", learner, seed=0, train_size=1500, test_size=500, experiences=2)
+    results = run_stream(run, tmp_path, torch.device("cpu"), progress=False)
+    matrix = results["protocols"]["task-aware"]["matrix"]
+    assert len(matrix) == 2 and len(matrix[0]) == 5
+    assert matrix[0][0] > 0.6 and matrix[1][1] > 0.6  # each learned the experience it just saw (chance 0.5)
+    state = torch.load(tmp_path / "model.pt")
+    assert all(torch.isfinite(v).all() for v in state.values())

@@ -76,3 +76,48 @@ def test_fasthebb_bench_command_writes_both_rules(tmp_path):
         r = record["rules"][rule]
         assert r["per_patch_epoch_seconds"] > 0 and r["fasthebb_epoch_seconds"] > 0
         assert r["speedup"] == r["per_patch_epoch_seconds"] / r["fasthebb_epoch_seconds"]
+
+
+def test_softhebb_update_equals_eq2_on_a_hand_checked_case():
+    from hebbedge.layers import HebbLinear
+    from hebbedge.rules import SoftHebbRule
+
+    # Two neurons, two inputs, one sample; weights on the unit circle scaled to norm 2 (rate (2-1)^q = 1).
+    layer = HebbLinear(2, 2, "tanh", rule=SoftHebbRule(temperature=1.0, q=0.5, anti_hebbian=False), post=None).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
+    x = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    u = torch.tensor([2.0, 1.0], dtype=torch.float64)  # w_k . x
+    y = torch.exp(u) / torch.exp(u).sum()
+    expected = torch.stack([y[k] * (x[0] - u[k] * layer.weight[k]) for k in range(2)])  # eq. 2 with eta = 1
+    d_w, _ = layer.rule.direction(layer, x, None, None)
+    assert torch.allclose(d_w, expected)
+    layer.rule.anti_hebbian = True  # the winner (neuron 0) keeps its update, the other is negated
+    d_w, _ = layer.rule.direction(layer, x, None, None)
+    assert torch.allclose(d_w, expected * torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
+
+
+def test_softhebb_adaptive_rate_vanishes_at_unit_norm():
+    from hebbedge.rules import SoftHebbRule
+
+    rule = SoftHebbRule(q=0.5)
+    norms = torch.tensor([3.0, 2.0, 1.5, 1.1, 1.01, 1.0], dtype=torch.float64)
+    w = torch.diag(norms)
+    rates = rule.adaptive_rate(w)
+    assert torch.allclose(rates, (norms - 1).pow(0.5))
+    assert rates[-1] == 0 and (rates[:-1].diff() < 0).all()
+    c = torch.randn(10, 6, dtype=torch.float64)
+    assert rule.update(c, w)[-1].abs().max() == 0  # a neuron on the unit sphere no longer moves
+
+
+@pytest.mark.parametrize("rule_name", ["SWTARule", "HPCARule", "SoftHebbRule"])
+def test_patch_rules_on_a_conv_layer_use_its_receptive_fields(rule_name):
+    import hebbedge.rules as rules
+    from hebbedge.layers import HebbConv2d
+
+    torch.manual_seed(5)
+    layer = HebbConv2d(3, 4, 3, stride=2, padding=1, rule=getattr(rules, rule_name)(), post=None).double()
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    d_w, _ = layer.rule.direction(layer, x, None, None)
+    c = conv_patches_reference(x, 3, stride=2, padding=1)
+    assert torch.allclose(d_w.flatten(1), layer.rule.update(c, layer.weight.flatten(1)))
