@@ -32,12 +32,12 @@ import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge.models import thesis_conv, thesis_linear
-from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule
+from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
 
 HEBBIAN_LEARNERS = ("hebbian", "random")
-UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca")  # unsupervised hidden rules + Hebbian-descent readout
+UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidden rules + a Hebbian readout
 BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint", "slda")
 CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + BASELINES
 
@@ -88,11 +88,12 @@ def softhebb_init_(weight: torch.Tensor, radius: float) -> None:
 
 
 def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, plugins: list, common: dict):
-    """softhebb / swta / hpca: hidden layers learn by their unsupervised rule, the readout by
-    Hebbian descent (cross-entropy's own local rule); no backprop at all, C stays 1 (frozen)."""
+    """softhebb / swta / hpca / wta: hidden layers learn by their unsupervised rule, the readout by
+    Hebbian descent (cross-entropy's own local rule) or, for wta, the teacher-neuron classifier
+    (seed 002); no backprop at all, C stays 1 (frozen)."""
     u = cfg["unsupervised"]
     rule = {"softhebb": lambda: SoftHebbRule(u["temperature"], u["q"]), "swta": lambda: SWTARule(u["temperature"]),
-            "hpca": HPCARule}[run.learner]
+            "hpca": HPCARule, "wta": WTARule}[run.learner]
     model = build_model(cfg["model"], cfg["hebbian"], in_shape, n_classes, u.get("dropout", 0.0))
     strategy = HebbianStrategy(model=model, plugins=plugins, **common)
     strategy.freeze_c()
@@ -102,6 +103,8 @@ def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], 
         if run.learner == "softhebb":
             softhebb_init_(layer.weight, u["radius"])
     readout.eta = u["readout_eta"]
+    if run.learner == "wta":
+        readout.rule, readout.beta, readout.post = TeacherRule(), 0.0, None
     return strategy
 
 

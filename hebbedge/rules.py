@@ -221,3 +221,29 @@ class HPCARule(PatchRule):
 
     def __repr__(self) -> str:
         return "HPCARule()"
+
+
+class WTARule(PatchRule):
+    """Hard winner-take-all Hebbian rule (seed 002): dw_k = y_k (x - w_k), y the one-hot winner;
+    conv updates are aggregated over patches by averaging."""
+
+    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        y = F.one_hot((c @ w.T).argmax(1), w.shape[0]).to(c.dtype)
+        return (y.T @ c - y.sum(0)[:, None] * w) / c.shape[0]
+
+    def __repr__(self) -> str:
+        return "WTARule()"
+
+
+class TeacherRule(Rule):
+    """Supervised Hebbian classifier with a teacher neuron (seed 002): the teacher makes the
+    labelled class's neuron the active one, which moves towards its input, dw_t = x - w_t
+    (averaged over the batch); the other output neurons do not change."""
+
+    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
+        w = layer.weight
+        y = F.one_hot(target, w.shape[0]).to(x.dtype)
+        return (y.T @ x - y.sum(0)[:, None] * w) / x.shape[0], None
+
+    def __repr__(self) -> str:
+        return "TeacherRule()"

@@ -142,7 +142,7 @@ def test_resume_gives_the_same_final_weights(tmp_path, learner):
 def test_freeze_c_after_is_only_for_hebbian_learners():
     with pytest.raises(ValueError, match="freeze-c-after"):
         quick("ewc", freeze_c_after=1)
-    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, naive"):
+    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, wta, naive"):
         quick("magic")
 
 
@@ -173,7 +173,7 @@ def test_split_cifar10_conv_stream_runs_end_to_end(tmp_path):
     assert all(0.0 <= v <= 1.0 for r in matrix for v in r)
 
 
-@pytest.mark.parametrize("learner", ["softhebb", "swta", "hpca"])
+@pytest.mark.parametrize("learner", ["softhebb", "swta", "hpca", "wta"])
 def test_unsupervised_learners_run_two_split_mnist_experiences(tmp_path, learner):
     run = StreamRun("split-mnist", learner, seed=0, train_size=1500, test_size=500, experiences=2)
     results = run_stream(run, tmp_path, torch.device("cpu"), progress=False)

@@ -121,3 +121,18 @@ def test_patch_rules_on_a_conv_layer_use_its_receptive_fields(rule_name):
     d_w, _ = layer.rule.direction(layer, x, None, None)
     c = conv_patches_reference(x, 3, stride=2, padding=1)
     assert torch.allclose(d_w.flatten(1), layer.rule.update(c, layer.weight.flatten(1)))
+
+
+def test_wta_and_teacher_rules_on_a_hand_checked_case():
+    from hebbedge.layers import HebbLinear
+    from hebbedge.rules import TeacherRule, WTARule
+
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
+    c = torch.tensor([[2.0, 0.1], [0.2, 3.0]], dtype=torch.float64)  # winners: neuron 0, then neuron 1
+    expected = torch.stack([c[0] - w[0], c[1] - w[1], torch.zeros(2, dtype=torch.float64)]) / 2
+    assert torch.allclose(WTARule().update(c, w), expected)
+    layer = HebbLinear(2, 3, None, rule=TeacherRule(), post=None).double()
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    d_w, _ = layer.rule.direction(layer, c, None, torch.tensor([2, 2]))  # the teacher picks class 2 twice
+    assert torch.allclose(d_w, torch.stack([torch.zeros(2), torch.zeros(2), (c - w[2]).sum(0) / 2]).double())
