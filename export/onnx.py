@@ -171,7 +171,8 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
 
     Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
     """
-    from hebbedge.continual import HEBBIAN_LEARNERS, build_model
+    from hebbedge.continual import HEBBIAN_LEARNERS, UNSUPERVISED_LEARNERS, build_model
+    from hebbedge.models import random_features_
     from hebbedge.scenarios import SCENARIOS
     from hebbedge.train import TrainConfig, build
 
@@ -179,6 +180,9 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
     if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
         info = json.loads((run_dir / "config.json").read_text())
         run, cfg = info["run"], info["config"]
+        if run["learner"] in UNSUPERVISED_LEARNERS:
+            raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; "
+                             f"export works for {', '.join(HEBBIAN_LEARNERS)} and the backprop baselines")
         dataset = SCENARIOS[run["scenario"]].dataset
         hebbian = run["learner"] in HEBBIAN_LEARNERS
         section = cfg["hebbian"] if hebbian else cfg["backprop"]
@@ -196,8 +200,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
         raise ValueError(f"{run_dir}: expected a run directory of `hebbedge train` "
                          "(config.json + model.pt for a stream, result.json + checkpoint.pt for i.i.d.)")
     if learner == "random":
-        for layer in [m for m in model if isinstance(m, HebbLayer)][:-1]:
-            layer.eta = 0.0  # the control's hidden weights never learn, on the edge either
+        random_features_(model)  # the control's hidden weights never learn, on the edge either
     mean, std = dataset_mean_std(dataset)
     return model, {"in_shape": in_shape, "mean": tuple(mean), "std": tuple(std), "classes": list(range(10)),
                    "hebbian": hebbian, "frozen": frozen, "learner": learner, "dataset": dataset}

@@ -31,7 +31,7 @@ from avalanche.training.supervised.joint_training import JointTraining
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
-from hebbedge.models import thesis_conv, thesis_linear
+from hebbedge.models import random_features_, thesis_conv, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
@@ -122,8 +122,7 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
             plugins = plugins + [FreezeCPlugin(run.freeze_c_after)]
         strategy = HebbianStrategy(model=model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], plugins=plugins, **common)
         if run.learner == "random":
-            for layer in strategy.learner.layers[:-1]:
-                layer.eta = 0.0  # hidden weights stay at their random init; only the readout learns
+            random_features_(model)
         return strategy
     b = cfg["backprop"]
     model = build_model(cfg["model"], None, in_shape, n_classes, b.get("dropout", 0.0)).to(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hebbedge.layers import HebbConv2d, HebbLinear
+from hebbedge.layers import HebbConv2d, HebbLayer, HebbLinear
 from hebbedge.rules import ContrastiveRule
 
 _TORCH_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -99,3 +99,13 @@ def thesis_conv(
         layers += _dense(n_in, n_out, activation, hebbian, eta_linear, beta, label_smoothing)
     layers += _dense(fc2, n_classes, None, hebbian, eta_linear, beta, label_smoothing)
     return nn.Sequential(*layers)
+
+
+def random_features_(model: nn.Module) -> nn.Module:
+    """Make `model` its own random-features control: every Hebbian layer but the readout stops
+    learning (eta = 0: W_eff = W, and no local rule runs), so the hidden weights stay at their
+    random initialisation while the readout learns with the same rule."""
+    *hidden, _ = [m for m in model.modules() if isinstance(m, HebbLayer)]
+    for layer in hidden:
+        layer.eta = 0.0
+    return model

@@ -18,7 +18,7 @@ from hebbedge.backprop import BackpropLearner
 from hebbedge.data import MEAN_STD, load_split
 from hebbedge.files import save_checkpoint
 from hebbedge.learner import HebbianLearner
-from hebbedge.models import thesis_conv, thesis_linear
+from hebbedge.models import random_features_, thesis_conv, thesis_linear
 
 # hebbian: the learner; random: its random-features control (hidden weights never change, same
 # readout and rule); adam / sgd: the backprop twin.
@@ -91,8 +91,7 @@ def build(cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int, devi
     if hebbian:
         learner = HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
         if cfg.learner == "random":
-            for layer in learner.layers[:-1]:
-                layer.eta = 0.0  # W_eff = post(W) = W: the hidden weights stay at their random init
+            random_features_(model)
         return model, learner
     return model, BackpropLearner(model, cfg.learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -181,3 +181,39 @@ def test_edge_predict_reads_png_npy_and_npz(exported, tmp_path):
     assert "set.npz: 4 predictions, accuracy" in result.output
     bad = CliRunner().invoke(app, ["edge", "predict", str(path), str(tmp_path / "nothing.npy")])
     assert bad.exit_code == 2 and "not a readable .npy" in bad.output
+
+
+def test_export_command_on_stream_and_iid_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    runner = CliRunner()
+    quick = ["--train-size", "600", "--test-size", "200", "--device", "cpu"]
+    assert runner.invoke(app, ["train", "split-mnist", "--experiences", "2", "--freeze-c-after", "1", *quick,
+                               "--out", str(tmp_path / "frozen")]).exit_code == 0
+    result = runner.invoke(app, ["export", str(tmp_path / "frozen"), "--int8"])
+    assert result.exit_code == 0, result.output
+    edge = EdgeModel(tmp_path / "frozen" / "edge")
+    assert edge.can_learn and edge.meta["learner"] == "hebbian" and edge.meta["int8"] == "model.int8.onnx"
+    # The exported model predicts what the trained PyTorch model predicts.
+    from hebbedge.export.onnx import load_run
+
+    model, info = load_run(tmp_path / "frozen")
+    x = np.random.default_rng(5).random((6, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        expected = model.eval()((torch.from_numpy(x) - MEAN[0]) / STD[0]).numpy()
+    assert np.abs(edge.logits(x) - expected).max() < 1e-4
+
+    assert runner.invoke(app, ["train", "split-mnist", "--experiences", "1", *quick, "--out", str(tmp_path / "plain")]).exit_code == 0
+    result = runner.invoke(app, ["export", str(tmp_path / "plain")])
+    assert result.exit_code == 0 and "pass --freeze-c" in result.output
+    assert not (tmp_path / "plain" / "edge" / "update.onnx").exists()
+
+    assert runner.invoke(app, ["train", "mnist", "--widths", "16", "--train-size", "500", "--val-size", "100", "--device", "cpu",
+                               "--out", str(tmp_path / "iid")]).exit_code == 0
+    assert runner.invoke(app, ["export", str(tmp_path / "iid"), "--freeze-c"]).exit_code == 0
+    assert EdgeModel(tmp_path / "iid" / "edge").can_learn
+
+    bad = runner.invoke(app, ["export", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "expected a run directory" in bad.output
