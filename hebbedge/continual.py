@@ -38,8 +38,9 @@ from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
 
 HEBBIAN_LEARNERS = ("hebbian", "random")
 UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidden rules + a Hebbian readout
+HYBRID_LEARNERS = ("hybrid-bottom-hebb", "hybrid-top-hebb")  # Hebbian and backprop layers in one stack
 BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint", "slda")
-CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + BASELINES
+CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES
 
 
 @dataclass
@@ -67,12 +68,17 @@ class StreamRun:
             raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
 
 
-def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...], n_classes: int, dropout: float) -> nn.Sequential:
-    """The config's architecture, Hebbian when `hebbian` holds the learner's settings."""
-    common = dict(n_classes=n_classes, activation=model_cfg.get("activation", "tanh"), dropout=dropout, hebbian=hebbian is not None)
+def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...], n_classes: int, dropout: float,
+                stack: tuple[bool, ...] | None = None) -> nn.Sequential:
+    """The config's architecture, Hebbian when `hebbian` holds the learner's settings (a linear
+    hybrid names which layers are Hebbian in `stack`)."""
+    common = dict(n_classes=n_classes, activation=model_cfg.get("activation", "tanh"), dropout=dropout,
+                  hebbian=stack if stack is not None else hebbian is not None)
     if hebbian is not None:
         common.update(beta=hebbian["beta"] if hebbian.get("momentum", True) else 0.0, label_smoothing=hebbian.get("label_smoothing", 0.0))
     if model_cfg["arch"] == "conv":
+        if stack is not None:
+            raise ValueError("hybrid stacks are built for the linear architecture; this stream's config uses conv")
         etas = dict(eta_conv=hebbian.get("eta_conv", 1e-4), eta_linear=hebbian["eta"]) if hebbian else {}
         return thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=model_cfg.get("width_factor", 1), **etas, **common)
     etas = dict(eta=hebbian["eta"]) if hebbian else {}
@@ -115,6 +121,12 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
                   eval_mb_size=stream["eval_batch_size"], device=device, evaluator=evaluator)
     if run.learner in UNSUPERVISED_LEARNERS:
         return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
+    if run.learner in HYBRID_LEARNERS:
+        h, hybrid = cfg["hebbian"], cfg["hybrid"]
+        stack = tuple(hybrid[run.learner.removeprefix("hybrid-").replace("-", "_")])
+        model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0), stack=stack)
+        return HebbianStrategy(model=model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], sgd_lr=hybrid["sgd_lr"],
+                               plugins=plugins, **common)
     if run.learner in HEBBIAN_LEARNERS:
         h = cfg["hebbian"]
         model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0))

@@ -38,12 +38,17 @@ class HebbianLearner:
         lr: float = 0.03,
         weight_decay: float = 0.003,
         betas: tuple[float, float] = (0.9, 0.999),
+        sgd_lr: float | None = None,
     ) -> None:
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
         if not self.layers:
             raise ValueError("the model has no Hebbian layers (HebbLinear / HebbConv2d)")
         self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, betas=betas)
+        # A hybrid stack also has plain layers trained by backprop: their weights get their own group.
+        c_ids = {id(p) for layer in self.layers for p in layer.parameters()}
+        self.sgd_params = [p for p in model.parameters() if id(p) not in c_ids]
+        self.sgd_lr = lr if sgd_lr is None else sgd_lr
         self.optimizer: torch.optim.Optimizer | None = None
         self.unfreeze_c()
 
@@ -53,6 +58,8 @@ class HebbianLearner:
 
     def freeze_c(self) -> None:
         """C becomes a constant; steps run without autograd and without optimizer state."""
+        if self.sgd_params:
+            raise ValueError("a hybrid network's plain layers learn by backprop, so its C cannot be frozen for backprop-free steps")
         self.optimizer = None
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -62,7 +69,11 @@ class HebbianLearner:
         """C is trained again, with a fresh AdamW state."""
         for p in self.model.parameters():
             p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), **self.optimizer_config)
+        sgd_ids = {id(p) for p in self.sgd_params}
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in sgd_ids]}]
+        if self.sgd_params:
+            groups.append({"params": self.sgd_params, "lr": self.sgd_lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, **self.optimizer_config)
 
     def _check_batch(self, x: torch.Tensor, target: torch.Tensor) -> None:
         if x.shape[0] != target.shape[0] or x.shape[0] == 0:

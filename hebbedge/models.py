@@ -41,20 +41,27 @@ def thesis_linear(
     n_classes: int = 10,
     activation: str = "tanh",
     dropout: float = 0.0,
-    hebbian: bool = True,
+    hebbian: bool | tuple[bool, ...] = True,
     eta: float = 1e-3,
     beta: float = 0.9,
     label_smoothing: float = 0.0,
 ) -> nn.Sequential:
-    """The thesis linear net (ch. 5.3.1): hidden tanh layers of 2000, then the output layer."""
+    """The thesis linear net (ch. 5.3.1): hidden tanh layers of 2000, then the output layer.
+
+    `hebbian` may name each layer (hidden ones, then the output): a hybrid stack (seed 002) mixes
+    Hebbian layers with plain ones trained by backprop.
+    """
     _check_activation(activation)
+    per_layer = (hebbian,) * (len(widths) + 1) if isinstance(hebbian, bool) else tuple(hebbian)
+    if len(per_layer) != len(widths) + 1:
+        raise ValueError(f"hebbian needs one flag per layer ({len(widths)} hidden + output), got {len(per_layer)}")
     layers: list[nn.Module] = [nn.Flatten()]
     sizes = (in_features, *widths)
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += _dense(n_in, n_out, activation, hebbian, eta, beta, label_smoothing)
+    for n_in, n_out, hebb in zip(sizes[:-1], sizes[1:], per_layer):
+        layers += _dense(n_in, n_out, activation, hebb, eta, beta, label_smoothing)
         if dropout:
             layers.append(nn.Dropout(dropout))
-    layers += _dense(sizes[-1], n_classes, None, hebbian, eta, beta, label_smoothing)
+    layers += _dense(sizes[-1], n_classes, None, per_layer[-1], eta, beta, label_smoothing)
     return nn.Sequential(*layers)
 
 

@@ -29,6 +29,7 @@ class HebbianStrategy(SupervisedTemplate):
         model: nn.Module,
         c_lr: float = 0.03,
         c_weight_decay: float = 0.003,
+        sgd_lr: float | None = None,
         train_mb_size: int = 64,
         train_epochs: int = 1,
         eval_mb_size: int = 1000,
@@ -37,7 +38,7 @@ class HebbianStrategy(SupervisedTemplate):
         evaluator=default_evaluator,
         eval_every: int = -1,
     ) -> None:
-        self.learner = HebbianLearner(model.to(device), lr=c_lr, weight_decay=c_weight_decay)
+        self.learner = HebbianLearner(model.to(device), lr=c_lr, weight_decay=c_weight_decay, sgd_lr=sgd_lr)
         super().__init__(model=model, optimizer=self.learner.optimizer, train_mb_size=train_mb_size,
                          train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
                          plugins=plugins, evaluator=evaluator, eval_every=eval_every)
@@ -51,9 +52,9 @@ class HebbianStrategy(SupervisedTemplate):
         self.optimizer = self.learner.optimizer
 
     def make_optimizer(self, **kwargs) -> None:
-        # Avalanche re-targets the optimizer at each experience; a frozen learner has none to touch.
-        if not self.learner.frozen:
-            super().make_optimizer(**kwargs)
+        # The learner's optimizer already holds exactly its parameters (C, and a hybrid's SGD weights
+        # in their own group); Avalanche's first re-targeting would merge the groups into one.
+        pass
 
     def forward(self):
         with torch.no_grad() if self.learner.frozen else nullcontext():

@@ -142,7 +142,7 @@ def test_resume_gives_the_same_final_weights(tmp_path, learner):
 def test_freeze_c_after_is_only_for_hebbian_learners():
     with pytest.raises(ValueError, match="freeze-c-after"):
         quick("ewc", freeze_c_after=1)
-    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, wta, naive"):
+    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, wta, hybrid-bottom-hebb, hybrid-top-hebb, naive"):
         quick("magic")
 
 
@@ -182,3 +182,35 @@ def test_unsupervised_learners_run_two_split_mnist_experiences(tmp_path, learner
     assert matrix[0][0] > 0.6 and matrix[1][1] > 0.6  # each learned the experience it just saw (chance 0.5)
     state = torch.load(tmp_path / "model.pt")
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+@pytest.mark.parametrize("learner", ["hybrid-bottom-hebb", "hybrid-top-hebb"])
+def test_hybrid_stacks_learn_by_both_rules(tmp_path, learner):
+    from hebbedge.continual import make_strategy
+    from hebbedge.layers import HebbLayer
+    from hebbedge.scenarios import load_config, make_stream
+
+    run = StreamRun("split-mnist", learner, seed=0, train_size=1500, test_size=500, experiences=2)
+    results = run_stream(run, tmp_path, torch.device("cpu"), progress=False)
+    assert results["protocols"]["task-aware"]["matrix"][1][1] > 0.6
+    # Both kinds of layer are in the stack the config names, and both learn.
+    cfg = load_config("split-mnist")
+    stack = cfg["hybrid"][learner.removeprefix("hybrid-").replace("-", "_")]
+    strategy = make_strategy(run, cfg, (1, 28, 28), 10, torch.device("cpu"), [], EvaluationPlugin(loggers=[]))
+    layers = [m for m in strategy.model if isinstance(m, (HebbLayer, torch.nn.Linear))]
+    assert [isinstance(m, HebbLayer) for m in layers] == stack
+    before = [m.weight.detach().clone() for m in layers]
+    strategy.train(make_stream("split-mnist", seed=0, train_size=600, test_size=200).train_stream[0])
+    assert all(not torch.equal(b, m.weight) for b, m in zip(before, layers))
+
+
+def test_hybrid_cannot_freeze_c_and_needs_linear():
+    from hebbedge.learner import HebbianLearner
+
+    model = thesis_linear(in_features=16, widths=(8,), n_classes=4, hebbian=(True, False))
+    learner = HebbianLearner(model, sgd_lr=0.1)
+    assert [g["lr"] for g in learner.optimizer.param_groups] == [0.03, 0.1]
+    with pytest.raises(ValueError, match="cannot be frozen"):
+        learner.freeze_c()
+    with pytest.raises(ValueError, match="one flag per layer"):
+        thesis_linear(in_features=16, widths=(8,), n_classes=4, hebbian=(True,))

@@ -273,7 +273,7 @@ def test_missing_cifar10(isolated):
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_load_config(name):
     cfg = load_config(name)
-    assert set(cfg) == {"stream", "model", "hebbian", "backprop", "unsupervised"}
+    assert set(cfg) == {"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"}
     assert {"eta", "readout_eta", "temperature", "q", "radius"} <= set(cfg["unsupervised"])
     assert cfg["stream"] == {"n_experiences": SCENARIOS[name].n_experiences, "epochs": 1,
                              "batch_size": 64, "eval_batch_size": 1000}
