@@ -302,6 +302,45 @@ def fasthebb_bench(
     typer.echo(f"written to {save_json(out, result)}")
 
 
+@app.command()
+def semisup(
+    scenario: str = typer.Argument("mnist", help=f"Dataset: {', '.join(IID_SCENARIOS)}."),
+    rule: str = typer.Option("hpca", help="Unsupervised rule of the hidden layers: swta | hpca | softhebb | wta."),
+    fractions: str = typer.Option("0.01,0.1,1", help="Labelled fractions of the training set for the classifier."),
+    widths: str = typer.Option("1000", help="Hidden widths."),
+    eta: float = typer.Option(1e-3, help="Hebbian rate of the hidden layers."),
+    pretrain_epochs: int = typer.Option(1, help="Unsupervised epochs over all training images."),
+    probe_epochs: int = typer.Option(20, help="Epochs of the linear classifier on each labelled fraction."),
+    train_size: Optional[int] = TRAIN_SIZE,
+    seed: int = SEED,
+    data_dir: Optional[str] = DATA_DIR,
+    out: Path = typer.Option(Path("runs/semisup.json"), help="JSON result file."),
+) -> None:
+    """Seed 001's semi-supervised protocol: Hebbian pre-training without labels, then a linear
+    classifier on a labelled fraction; the same classifier on random features is the control."""
+    import torch
+
+    from hebbedge.files import save_json
+    from hebbedge.semisup import run as run_semisup
+    from hebbedge.train import load_normalised
+
+    if scenario not in IID_SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+    try:
+        x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
+        result = run_semisup(rule, (x[:train_size], y[:train_size], xt, yt), parse_list(fractions, "--fractions"),
+                             parse_list(widths, "--widths", int), eta, pretrain_epochs, probe_epochs, seed=seed)
+    except data_errors() as err:
+        fail(str(err))
+    typer.echo(f"{scenario}, {rule}, hidden {widths}, test accuracy of a linear classifier:")
+    typer.echo("| labelled | Hebbian features | random features |\n| --- | --- | --- |")
+    by = {(r["features"], r["fraction"]): r for r in result["results"]}
+    for f in parse_list(fractions, "--fractions"):
+        h, r = by[("hebbian", f)], by[("random", f)]
+        typer.echo(f"| {100 * f:g}% ({h['labelled']}) | {100 * h['test_acc']:.2f}% | {100 * r['test_acc']:.2f}% |")
+    typer.echo(f"written to {save_json(out, result)}")
+
+
 @app.command("stream-data")
 def stream_data(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),

@@ -136,3 +136,22 @@ def test_wta_and_teacher_rules_on_a_hand_checked_case():
         layer.weight.copy_(w)
     d_w, _ = layer.rule.direction(layer, c, None, torch.tensor([2, 2]))  # the teacher picks class 2 twice
     assert torch.allclose(d_w, torch.stack([torch.zeros(2), torch.zeros(2), (c - w[2]).sum(0) / 2]).double())
+
+
+def test_semisup_command_probes_hebbian_and_random_features(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    out = tmp_path / "semi.json"
+    result = CliRunner().invoke(app, ["semisup", "mnist", "--rule", "hpca", "--fractions", "0.1,1", "--widths", "32",
+                                      "--train-size", "1000", "--probe-epochs", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["features"], r["fraction"]) for r in rows} == {(f, p) for f in ("hebbian", "random") for p in (0.1, 1.0)}
+    assert [r["labelled"] for r in rows if r["features"] == "hebbian"] == [100, 1000]
+    assert all(r["test_acc"] > 0.5 for r in rows if r["fraction"] == 1.0)  # a linear classifier learns on either (chance 0.1)
+    bad = CliRunner().invoke(app, ["semisup", "mnist", "--rule", "magic"])
+    assert bad.exit_code == 2 and "valid: swta, hpca, softhebb, wta" in bad.output

@@ -1,0 +1,103 @@
+"""The semi-supervised protocol of seed 001: Hebbian pre-training without labels, then a classifier
+trained with labels on a fraction of the training set.
+
+1. The hidden layers learn by their unsupervised rule (SWTA, HPCA, SoftHebb or WTA) for
+   `pretrain_epochs` over all training images; labels are not used.
+2. For each labelled fraction, a linear classifier on the frozen features is trained by backprop
+   (Adam, cross-entropy) on that fraction, and tested on the test set.
+The same classifier on the never-trained random features is the control.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hebbedge.continual import softhebb_init_
+from hebbedge.layers import HebbLayer
+from hebbedge.learner import HebbianLearner
+from hebbedge.models import thesis_linear
+from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, WTARule
+
+RULES = {"swta": SWTARule, "hpca": HPCARule, "softhebb": SoftHebbRule, "wta": WTARule}
+
+
+def features_net(rule: str, in_features: int, widths: tuple[int, ...], eta: float, radius: float = 3.0) -> nn.Sequential:
+    """Hidden layers with an unsupervised rule (no readout: only the features are pre-trained)."""
+    model = thesis_linear(in_features=in_features, widths=widths, n_classes=1)[:-1]  # drop the readout
+    for layer in model:
+        if isinstance(layer, HebbLayer):
+            layer.rule, layer.eta, layer.beta, layer.post = RULES[rule](), eta, 0.0, None
+            if rule == "softhebb":
+                softhebb_init_(layer.weight, radius)
+    return model
+
+
+def pretrain(model: nn.Sequential, x: torch.Tensor, epochs: int, batch_size: int, seed: int, progress: bool) -> None:
+    """Unsupervised Hebbian learning over all of x: no labels reach the rules, no backprop runs."""
+    learner = HebbianLearner(model)
+    learner.freeze_c()
+    no_labels = torch.zeros(batch_size, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in tqdm(range(0, len(x), batch_size), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False):
+            idx = order[i:i + batch_size]
+            model.train()
+            with torch.no_grad():
+                model(x[idx])
+                learner.local_update(no_labels[:len(idx)])
+
+
+@torch.no_grad()
+def embed(model: nn.Sequential, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], epochs: int,
+                 lr: float, seed: int, n_classes: int = 10) -> float:
+    """Test accuracy of a linear classifier trained by Adam on (features, labels)."""
+    torch.manual_seed(seed)
+    head = nn.Linear(train[0].shape[1], n_classes)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(train[0]), generator=g)
+        for i in range(0, len(order), 64):
+            idx = order[i:i + 64]
+            loss = F.cross_entropy(head(train[0][idx]), train[1][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return (head(test[0]).argmax(1) == test[1]).float().mean().item()
+
+
+def run(rule: str, data: tuple[torch.Tensor, ...], fractions: tuple[float, ...], widths: tuple[int, ...] = (1000,),
+        eta: float = 0.01, pretrain_epochs: int = 1, probe_epochs: int = 20, lr: float = 1e-2, seed: int = 0,
+        progress: bool = True) -> dict:
+    """Pre-train with `rule`, then probe each labelled fraction; the random-features net is probed alike."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions must be in (0, 1], got {fractions}")
+    x_train, y_train, x_test, y_test = (t.flatten(1) if t.dim() > 2 else t for t in data)
+    torch.manual_seed(seed)
+    random_net = features_net(rule, x_train.shape[1], widths, eta)
+    hebbian_net = copy.deepcopy(random_net)  # same initial weights: the only difference is the pre-training
+    pretrain(hebbian_net, x_train, pretrain_epochs, 64, seed, progress)
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for name, net in (("hebbian", hebbian_net), ("random", random_net)):
+        f_train, f_test = embed(net, x_train), embed(net, x_test)
+        for fraction in fractions:
+            keep = order[:max(10, int(round(fraction * len(order))))]
+            acc = linear_probe((f_train[keep], y_train[keep]), (f_test, y_test), probe_epochs, lr, seed)
+            rows.append({"features": name, "fraction": fraction, "labelled": len(keep), "test_acc": acc})
+    return {"rule": rule, "widths": list(widths), "eta": eta, "pretrain_epochs": pretrain_epochs,
+            "probe_epochs": probe_epochs, "seed": seed, "results": rows}
