@@ -9,7 +9,6 @@ so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import io
-import math
 from contextlib import contextmanager
 import random
 import time
@@ -31,7 +30,7 @@ from avalanche.training.supervised.joint_training import JointTraining
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
-from hebbedge.models import random_features_, thesis_conv, thesis_linear
+from hebbedge.models import random_features_, softhebb_init_, thesis_conv, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
@@ -83,14 +82,6 @@ def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...]
         return thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=model_cfg.get("width_factor", 1), **etas, **common)
     etas = dict(eta=hebbian["eta"]) if hebbian else {}
     return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model_cfg["widths"]), **etas, **common)
-
-
-def softhebb_init_(weight: torch.Tensor, radius: float) -> None:
-    """SoftHebb's initialisation (seed 003, A.1): normal weights whose expected row norm is `radius`
-    (E|w| = sigma sqrt(2/pi), so sigma = radius / sqrt(N * 2/pi)); above 2.5 every neuron learns."""
-    n = weight[0].numel()
-    with torch.no_grad():
-        weight.normal_(0.0, radius / math.sqrt(n * 2 / math.pi))
 
 
 def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, plugins: list, common: dict):

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -116,3 +118,11 @@ def random_features_(model: nn.Module) -> nn.Module:
     for layer in hidden:
         layer.eta = 0.0
     return model
+
+
+def softhebb_init_(weight: torch.Tensor, radius: float) -> None:
+    """SoftHebb's initialisation (seed 003, A.1): normal weights whose expected row norm is `radius`
+    (E|w| = sigma sqrt(2/pi), so sigma = radius / sqrt(N * 2/pi)); above 2.5 every neuron learns."""
+    n = weight[0].numel()
+    with torch.no_grad():
+        weight.normal_(0.0, radius / math.sqrt(n * 2 / math.pi))

@@ -17,10 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hebbedge.continual import softhebb_init_
 from hebbedge.layers import HebbLayer
 from hebbedge.learner import HebbianLearner
-from hebbedge.models import thesis_linear
+from hebbedge.models import softhebb_init_, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, WTARule
 
 RULES = {"swta": SWTARule, "hpca": HPCARule, "softhebb": SoftHebbRule, "wta": WTARule}
