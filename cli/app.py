@@ -341,6 +341,36 @@ def semisup(
     typer.echo(f"written to {save_json(out, result)}")
 
 
+@app.command("softhebb")
+def softhebb_cmd(
+    scenario: str = typer.Argument("mnist", help=f"Dataset: {', '.join(IID_SCENARIOS)}."),
+    width_factor: int = typer.Option(4, help="Width factor of the three conv layers (paper: 4)."),
+    train_size: Optional[int] = TRAIN_SIZE,
+    probe_epochs: int = typer.Option(20, help="Epochs of the linear head."),
+    seed: int = SEED,
+    data_dir: Optional[str] = DATA_DIR,
+    out: Path = typer.Option(Path("runs/softhebb.json"), help="JSON result file."),
+) -> None:
+    """Multilayer SoftHebb (seed 003): greedy unsupervised layers, then a linear head; random-weights control."""
+    import torch
+
+    from hebbedge.files import save_json
+    from hebbedge.softhebb import run as run_softhebb
+    from hebbedge.train import load_normalised
+
+    if scenario not in IID_SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+    try:
+        x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
+        result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, probe_epochs, seed=seed)
+    except data_errors() as err:
+        fail(str(err))
+    typer.echo(f"{scenario}, SoftHebb F-{width_factor}, {result['train_samples']} training images: "
+               f"test accuracy {100 * result['softhebb_test_acc']:.2f}% "
+               f"(random-weights control {100 * result['random_test_acc']:.2f}%)")
+    typer.echo(f"written to {save_json(out, result)}")
+
+
 @app.command("stream-data")
 def stream_data(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),

@@ -155,3 +155,37 @@ def test_semisup_command_probes_hebbian_and_random_features(tmp_path):
     assert all(r["test_acc"] > 0.5 for r in rows if r["fraction"] == 1.0)  # a linear classifier learns on either (chance 0.1)
     bad = CliRunner().invoke(app, ["semisup", "mnist", "--rule", "magic"])
     assert bad.exit_code == 2 and "valid: swta, hpca, softhebb, wta" in bad.output
+
+
+def test_softhebb_network_layers_and_greedy_training():
+    from hebbedge.layers import HebbConv2d
+    from hebbedge.softhebb import Triangle, softhebb_net, train_greedy
+
+    u = torch.tensor([[[[1.0]], [[3.0]], [[5.0]]]])  # channel mean 3
+    assert torch.allclose(Triangle(2.0)(u), torch.tensor([[[[0.0]], [[0.0]], [[4.0]]]]))
+    torch.manual_seed(0)
+    net = softhebb_net(1, width_factor=1)
+    assert all(not bn.affine for bn in net.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+    convs = [m for m in net.modules() if isinstance(m, HebbConv2d)]
+    assert [c.out_channels for c in convs] == [96, 96, 96]
+    assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 96 * 3 * 3)
+    before = [c.weight.clone() for c in convs]
+    train_greedy(net, torch.randn(128, 1, 28, 28), batch_size=64, progress=False)
+    assert all(not torch.equal(b, c.weight) for b, c in zip(before, convs))  # every layer learned
+    assert all(torch.isfinite(c.weight).all() for c in convs)
+
+
+def test_softhebb_command_reports_the_random_weights_control(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    out = tmp_path / "sh.json"
+    result = CliRunner().invoke(app, ["softhebb", "mnist", "--width-factor", "1", "--train-size", "300", "--probe-epochs", "3",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert 0 <= record["softhebb_test_acc"] <= 1 and 0 <= record["random_test_acc"] <= 1
+    assert "random-weights control" in result.output

@@ -1,0 +1,106 @@
+"""Multilayer SoftHebb (seed 003): its conv network, greedy layer-wise training, and a linear head.
+
+Each layer is BatchNorm without trained affine parameters -> a HebbConv2d learning by
+`SoftHebbRule` (soft WTA with soft anti-Hebbian plasticity and the norm-dependent rate) -> pooling
+-> Triangle activation (Table 4 and Table 3 of the paper; MNIST/CIFAR column). Layers are trained
+one after the other, one epoch each, without labels; a linear classifier on the last layer's
+output is then trained by backprop with cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from hebbedge.layers import HebbConv2d, HebbLayer
+from hebbedge.learner import HebbianLearner
+from hebbedge.models import softhebb_init_
+from hebbedge.rules import SoftHebbRule
+
+# (out channels as a power of the width factor, kernel, 1/temperature, eta, pooling, Triangle power), Table 3
+LAYERS = ((0, 5, 1.0, 0.08, "max", 0.7), (1, 3, 0.65, 0.005, "max", 1.4), (2, 3, 0.25, 0.01, "avg", 1.0))
+
+
+class Triangle(nn.Module):
+    """RePU of the input minus its mean over channels (seed 003, eq. 7): lateral inhibition."""
+
+    def __init__(self, power: float) -> None:
+        super().__init__()
+        self.power = power
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.relu(u - u.mean(dim=1, keepdim=True)).pow(self.power)
+
+    def extra_repr(self) -> str:
+        return f"power={self.power}"
+
+
+def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0) -> nn.Sequential:
+    """The three-layer SoftHebb feature network (without the classifier), as one Sequential of blocks."""
+    blocks, n_in = [], in_channels
+    for power, kernel, inv_tau, eta, pool, triangle in LAYERS:
+        n_out = 96 * width_factor**power
+        conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
+                          rule=SoftHebbRule(temperature=1.0 / inv_tau))
+        softhebb_init_(conv.weight, radius)
+        pooling = nn.MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
+        blocks.append(nn.Sequential(nn.BatchNorm2d(n_in, affine=False), conv, pooling, Triangle(triangle)))
+        n_in = n_out
+    return nn.Sequential(*blocks, nn.Flatten())
+
+
+def train_greedy(net: nn.Sequential, x: torch.Tensor, batch_size: int = 64, seed: int = 0, progress: bool = True) -> None:
+    """Layer by layer, one epoch each, no labels: only the current block learns (and its BatchNorm
+    statistics); the blocks below it are fixed."""
+    g = torch.Generator().manual_seed(seed)
+    no_labels = torch.zeros(batch_size, dtype=torch.long)
+    for k in range(len(net) - 1):
+        below, block = net[:k].eval(), net[k]
+        learner = HebbianLearner(block)
+        learner.freeze_c()
+        order = torch.randperm(len(x), generator=g)
+        for i in tqdm(range(0, len(x), batch_size), desc=f"SoftHebb layer {k + 1}", disable=not progress, leave=False):
+            idx = order[i:i + batch_size]
+            with torch.no_grad():
+                block.train()
+                block(below(x[idx]))
+                learner.local_update(no_labels[:len(idx)])
+    net.eval()
+
+
+def n_parameters(net: nn.Module) -> int:
+    return sum(m.weight.numel() for m in net.modules() if isinstance(m, HebbLayer))
+
+
+@torch.no_grad()
+def fit_batchnorm(net: nn.Sequential, x: torch.Tensor, batch_size: int = 500) -> None:
+    """Running statistics of every BatchNorm on x, with no plasticity: what the random-weights
+    control needs so that it differs from the trained net only in its weights."""
+    net.train()
+    for layer in net.modules():
+        if isinstance(layer, HebbLayer):
+            layer.training = False  # eval mode for the Hebbian layers: committed weights, no caching
+    for i in range(0, len(x), batch_size):
+        net(x[i:i + batch_size])
+    net.eval()
+
+
+def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, probe_epochs: int = 20, lr: float = 1e-2, seed: int = 0,
+        progress: bool = True) -> dict:
+    """Greedy SoftHebb training, then a linear head; the same head on the random-weights net is the control."""
+    import copy
+
+    from hebbedge.semisup import embed, linear_probe
+
+    x, y, x_test, y_test = data
+    torch.manual_seed(seed)
+    net = softhebb_net(x.shape[1], width_factor)
+    control = copy.deepcopy(net)
+    train_greedy(net, x, seed=seed, progress=progress)
+    fit_batchnorm(control, x)
+    out = {"width_factor": width_factor, "train_samples": len(x), "probe_epochs": probe_epochs, "seed": seed,
+           "hebbian_weights": n_parameters(net)}
+    for name, model in (("softhebb", net), ("random", control)):
+        out[f"{name}_test_acc"] = linear_probe((embed(model, x), y), (embed(model, x_test), y_test), probe_epochs, lr, seed)
+    return out
