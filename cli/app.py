@@ -50,6 +50,16 @@ def check_scenario(scenario: str) -> None:
              f"{', '.join(stream_names())} (streams; `hebbedge scenarios` lists them)")
 
 
+def check_iid(scenario: str) -> None:
+    if scenario not in IID_SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+
+
+def check_stream(scenario: str) -> None:
+    if scenario not in stream_names():
+        fail(f"unknown stream {scenario!r}; valid: {', '.join(stream_names())}")
+
+
 def pick_device(device: str):
     from hebbedge.train import resolve_device
 
@@ -190,8 +200,7 @@ def compare(
     from hebbedge.report import compare as run_compare
     from hebbedge.report import markdown_table
 
-    if scenario not in stream_names():
-        fail(f"unknown stream {scenario!r}; valid: {', '.join(stream_names())}")
+    check_stream(scenario)
     if seeds < 1:
         fail(f"--seeds must be at least 1, got {seeds}")
     out = out or Path("runs") / f"compare-{scenario}"
@@ -227,8 +236,7 @@ def bench(
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
 
-    if scenario not in IID_SCENARIOS:
-        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+    check_iid(scenario)
     cfg = make_config(scenario, learner="hebbian", arch=arch, widths=widths, width_factor=width_factor,
                       epochs=epochs, batch_size=batch_size, train_size=train_size, seed=seed)
     adam, sgd = parse_list(adam_lrs, "--adam-lrs"), parse_list(sgd_lrs, "--sgd-lrs")
@@ -324,8 +332,7 @@ def semisup(
     from hebbedge.semisup import run as run_semisup
     from hebbedge.train import load_normalised
 
-    if scenario not in IID_SCENARIOS:
-        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+    check_iid(scenario)
     try:
         x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
         result = run_semisup(rule, (x[:train_size], y[:train_size], xt, yt), parse_list(fractions, "--fractions"),
@@ -358,8 +365,7 @@ def softhebb_cmd(
     from hebbedge.softhebb import run as run_softhebb
     from hebbedge.train import load_normalised
 
-    if scenario not in IID_SCENARIOS:
-        fail(f"unknown scenario {scenario!r}; valid: {', '.join(IID_SCENARIOS)}")
+    check_iid(scenario)
     try:
         x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
         result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, probe_epochs, seed=seed)
@@ -383,8 +389,7 @@ def stream_data(
     """Write each experience of a stream as .npz files, the input of `hebbedge edge adapt`."""
     from hebbedge.export.onnx import stream_arrays
 
-    if scenario not in stream_names():
-        fail(f"unknown stream {scenario!r}; valid: {', '.join(stream_names())}")
+    check_stream(scenario)
     try:
         paths = stream_arrays(scenario, out, seed, data_dir, train_size, test_size)
     except data_errors() as err:

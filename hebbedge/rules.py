@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from hebbedge.fasthebb import conv_patches, hpca_fast, swta_fast
+
 if TYPE_CHECKING:
     from hebbedge.layers import HebbLayer
 
@@ -154,8 +156,6 @@ class PatchRule(Rule):
         raise NotImplementedError
 
     def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        from hebbedge.fasthebb import conv_patches
-
         if x.dim() == 4:
             if layer.groups != 1:
                 raise ValueError(f"{type(self).__name__} supports conv layers with groups=1")
@@ -203,8 +203,6 @@ class SWTARule(PatchRule):
         self.temperature = temperature
 
     def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        from hebbedge.fasthebb import swta_fast
-
         return swta_fast(c, w, 1.0, self.temperature)
 
     def __repr__(self) -> str:
@@ -215,8 +213,6 @@ class HPCARule(PatchRule):
     """Hebbian PCA, FastHebb form (seed 001, HPCA-FH)."""
 
     def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        from hebbedge.fasthebb import hpca_fast
-
         return hpca_fast(c, w, 1.0)
 
     def __repr__(self) -> str:

@@ -36,20 +36,27 @@ def features_net(rule: str, in_features: int, widths: tuple[int, ...], eta: floa
     return model
 
 
-def pretrain(model: nn.Sequential, x: torch.Tensor, epochs: int, batch_size: int, seed: int, progress: bool) -> None:
-    """Unsupervised Hebbian learning over all of x: no labels reach the rules, no backprop runs."""
-    learner = HebbianLearner(model)
+@torch.no_grad()
+def unsupervised_epoch(module: nn.Module, x: torch.Tensor, generator: torch.Generator, batch_size: int = 64,
+                       below: nn.Module | None = None, desc: str = "pretrain", progress: bool = True) -> None:
+    """One epoch of label-free Hebbian learning of `module` (fed through the fixed `below`, if any):
+    C frozen, so no backprop runs and no labels reach the rules."""
+    learner = HebbianLearner(module)
     learner.freeze_c()
     no_labels = torch.zeros(batch_size, dtype=torch.long)
+    order = torch.randperm(len(x), generator=generator)
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[i:i + batch_size]
+        module.train()
+        module(x[idx] if below is None else below(x[idx]))
+        learner.local_update(no_labels[:len(idx)])
+
+
+def pretrain(model: nn.Sequential, x: torch.Tensor, epochs: int, batch_size: int, seed: int, progress: bool) -> None:
+    """Unsupervised Hebbian learning over all of x."""
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in tqdm(range(0, len(x), batch_size), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False):
-            idx = order[i:i + batch_size]
-            model.train()
-            with torch.no_grad():
-                model(x[idx])
-                learner.local_update(no_labels[:len(idx)])
+        unsupervised_epoch(model, x, g, batch_size, desc=f"pretrain {epoch + 1}/{epochs}", progress=progress)
 
 
 @torch.no_grad()

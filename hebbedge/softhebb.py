@@ -9,14 +9,15 @@ output is then trained by backprop with cross-entropy.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from hebbedge.layers import HebbConv2d, HebbLayer
-from hebbedge.learner import HebbianLearner
 from hebbedge.models import softhebb_init_
 from hebbedge.rules import SoftHebbRule
+from hebbedge.semisup import embed, linear_probe, unsupervised_epoch
 
 # (out channels as a power of the width factor, kernel, 1/temperature, eta, pooling, Triangle power), Table 3
 LAYERS = ((0, 5, 1.0, 0.08, "max", 0.7), (1, 3, 0.65, 0.005, "max", 1.4), (2, 3, 0.25, 0.01, "avg", 1.0))
@@ -54,18 +55,8 @@ def train_greedy(net: nn.Sequential, x: torch.Tensor, batch_size: int = 64, seed
     """Layer by layer, one epoch each, no labels: only the current block learns (and its BatchNorm
     statistics); the blocks below it are fixed."""
     g = torch.Generator().manual_seed(seed)
-    no_labels = torch.zeros(batch_size, dtype=torch.long)
     for k in range(len(net) - 1):
-        below, block = net[:k].eval(), net[k]
-        learner = HebbianLearner(block)
-        learner.freeze_c()
-        order = torch.randperm(len(x), generator=g)
-        for i in tqdm(range(0, len(x), batch_size), desc=f"SoftHebb layer {k + 1}", disable=not progress, leave=False):
-            idx = order[i:i + batch_size]
-            with torch.no_grad():
-                block.train()
-                block(below(x[idx]))
-                learner.local_update(no_labels[:len(idx)])
+        unsupervised_epoch(net[k], x, g, batch_size, below=net[:k].eval(), desc=f"SoftHebb layer {k + 1}", progress=progress)
     net.eval()
 
 
@@ -89,10 +80,6 @@ def fit_batchnorm(net: nn.Sequential, x: torch.Tensor, batch_size: int = 500) ->
 def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, probe_epochs: int = 20, lr: float = 1e-2, seed: int = 0,
         progress: bool = True) -> dict:
     """Greedy SoftHebb training, then a linear head; the same head on the random-weights net is the control."""
-    import copy
-
-    from hebbedge.semisup import embed, linear_probe
-
     x, y, x_test, y_test = data
     torch.manual_seed(seed)
     net = softhebb_net(x.shape[1], width_factor)

@@ -125,16 +125,18 @@ def _rotate(images: torch.Tensor, angle: float, chunk: int = 10000) -> torch.Ten
                       for i in range(0, len(images), chunk)])
 
 
-def _check_size(label: str, value) -> int | None:
-    if value is None:
-        return None
+def _check_int(label: str, value, minimum: int, expected: str) -> int:
     try:
         n = operator.index(value)
     except TypeError:
-        raise ValueError(f"{label} must be a positive integer or None, got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{label} must be a positive integer or None, got {n}")
+        raise ValueError(f"{label} must be {expected}, got {value!r}") from None
+    if n < minimum:
+        raise ValueError(f"{label} must be {expected}, got {n}")
     return n
+
+
+def _check_size(label: str, value) -> int | None:
+    return None if value is None else _check_int(label, value, 1, "a positive integer or None")
 
 
 def _check_class_order(class_order) -> list[int]:
@@ -169,12 +171,7 @@ def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None =
     if name not in SCENARIOS:
         raise ValueError(f"unknown stream {name!r}; valid names: {', '.join(SCENARIOS)}")
     spec = SCENARIOS[name]
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    seed = _check_int("seed", seed, 0, "a non-negative integer")
     n_exp = spec.n_experiences if n_experiences is None else _check_size("n_experiences", n_experiences)
     train_size, test_size = _check_size("train_size", train_size), _check_size("test_size", test_size)
     if spec.kind == "split":
