@@ -15,6 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
 edge_app = typer.Typer(no_args_is_help=True, help="The edge runtime: ONNX Runtime + numpy, no PyTorch.")
 app.add_typer(edge_app, name="edge")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (long runs with their own commands, not tests).")
+app.add_typer(bench_app, name="bench")
 
 IID_SCENARIOS = ("mnist", "fashion-mnist")  # i.i.d. training on the whole dataset (= hebbedge.data.DATASETS)
 
@@ -214,8 +216,8 @@ def compare(
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
 
 
-@app.command()
-def bench(
+@bench_app.command("accuracy")
+def bench_accuracy(
     scenario: str = typer.Argument("mnist", help=f"Dataset: {', '.join(IID_SCENARIOS)}."),
     arch: str = ARCH,
     widths: str = WIDTHS,
@@ -248,6 +250,68 @@ def bench(
         typer.echo(f"{name:8s} test acc {100 * r['test_acc']:.2f}%" + (f"  (lr {r['lr']:g})" if "lr" in r else "") + f"  {r['seconds']:.0f}s")
     typer.echo(f"result written to {save_json(out, result)}")
     typer.echo(f"learning curves plotted to {plot_learning_curves(result, out.with_suffix('.png'))}")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    device: str = typer.Option("all", help="cpu, cuda, or all (CPU, and CUDA when present)."),
+    archs: str = typer.Option("linear,conv-f1,conv-f4", help="Nets: linear (784-2000x4-10), conv-f1, conv-f4 (thesis conv net)."),
+    width: int = typer.Option(2000, help="Hidden width of the linear net (thesis: 2000)."),
+    batch: int = typer.Option(64, help="Batch size (the sweeps vary it for the linear net)."),
+    repeats: int = typer.Option(20, help="Timed steps per setting (the median is reported)."),
+    warmup: int = typer.Option(3, help="Untimed steps first."),
+    rounds: int = typer.Option(3, help="Times each setting is timed, in turn with the others (the median is reported)."),
+    max_seconds: float = typer.Option(5.0, help="A slow setting stops after this many seconds of timed steps per round (at least 3 steps)."),
+    scaling: bool = typer.Option(True, help="Also sweep the linear net's batch (16-512) and width (500-4000)."),
+    memory: bool = typer.Option(True, help="Also measure each setting's peak memory (CPU: one fresh interpreter each)."),
+    compare: Optional[Path] = typer.Option(None, help="A speed.json of an earlier run: print this run's time and memory as ratios to it."),
+    out: Path = typer.Option(Path("runs/speed"), help="Folder for speed.json, speed.md and speed.png."),
+) -> None:
+    """Step time and peak memory: Hebbian (C training, C frozen) vs backprop (SGD, Adam), one run."""
+    import json
+
+    import torch
+
+    from hebbedge.files import atomic_write, save_json
+    from hebbedge.plots import plot_scaling
+    from hebbedge.speed import ARCHS, benchmark, markdown
+    from hebbedge.speed import compare as compare_runs
+
+    chosen = parse_list(archs, "--archs", str)
+    if not set(chosen) <= set(ARCHS):
+        fail(f"unknown --archs {archs!r}; valid: {', '.join(ARCHS)}")
+    if min(repeats, rounds, width) < 1 or warmup < 0 or batch < 2:
+        fail(f"--repeats, --rounds and --width must be positive, --batch at least 2 and --warmup non-negative; "
+             f"got {repeats}, {rounds}, {width}, {batch} and {warmup}")
+    if device not in ("all", "cpu", "cuda"):
+        fail(f"unknown --device {device!r}; valid: all, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for, but no CUDA device is available")
+    devices = {"all": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"], "cuda": ["cuda"]}[device]
+    baseline = None
+    if compare is not None:
+        try:
+            baseline = json.loads(compare.read_text())
+            baseline["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            fail(f"--compare expects a speed.json written by `hebbedge bench speed`; {compare}: {err}")
+    result = benchmark(devices, chosen, scaling, memory, warmup, repeats, width, batch, rounds, max_seconds,
+                       progress=lambda msg: typer.echo(f"  {msg}", err=True))
+    if baseline is not None:
+        result["compare"] = {"baseline": str(compare), "rows": compare_runs(result, baseline)}
+    table = markdown(result)
+    typer.echo(table)
+    for d, r in result["ratios"].items():
+        typer.echo(f"{d}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
+    if baseline is not None:
+        for r in result["compare"]["rows"]:
+            typer.echo(f"{r['arch']} width {r['width']} batch {r['batch']} {r['device']} {r['mode']}: time x{r['time_ratio']:.2f}"
+                       + (f", memory x{r['memory_ratio']:.2f}" if "memory_ratio" in r else "") + " of the baseline")
+    save_json(out / "speed.json", result)
+    atomic_write(out / "speed.md", lambda tmp: Path(tmp).write_text(table))
+    if scaling:
+        plot_scaling(result, out / "speed.png")
+    typer.echo(f"written to {out}/speed.json, speed.md" + (", speed.png" if scaling else ""))
 
 
 @app.command("export")
@@ -290,8 +354,8 @@ def latency(
     typer.echo(f"written to {save_json(out / 'latency.json', result)}")
 
 
-@app.command("fasthebb-bench")
-def fasthebb_bench(
+@bench_app.command("fasthebb")
+def bench_fasthebb(
     batches: int = typer.Option(5, help="Batches timed per rule (the epoch time is extrapolated from them)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     out: Path = typer.Option(Path("runs/fasthebb-bench.json"), help="JSON result file."),
@@ -351,7 +415,8 @@ def semisup(
 @app.command("softhebb")
 def softhebb_cmd(
     scenario: str = typer.Argument("mnist", help=f"Dataset: {', '.join(IID_SCENARIOS)}."),
-    width_factor: int = typer.Option(4, help="Width factor of the three conv layers (paper: 4)."),
+    width_factor: int = typer.Option(4, help="Width factor f_w: each layer has f_w times the channels of the one below (paper: 4)."),
+    arch: str = typer.Option("mnist-cifar", help="Column of the paper's Table 4: mnist-cifar (3 layers), stl10 (4), imagenet (5)."),
     train_size: Optional[int] = TRAIN_SIZE,
     probe_epochs: int = typer.Option(20, help="Epochs of the linear head."),
     seed: int = SEED,
@@ -362,16 +427,19 @@ def softhebb_cmd(
     import torch
 
     from hebbedge.files import save_json
+    from hebbedge.softhebb import ARCHITECTURES
     from hebbedge.softhebb import run as run_softhebb
     from hebbedge.train import load_normalised
 
     check_iid(scenario)
+    if arch not in ARCHITECTURES:
+        fail(f"unknown --arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     try:
         x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
-        result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, probe_epochs, seed=seed)
+        result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, probe_epochs, seed=seed, arch=arch)
     except data_errors() as err:
         fail(str(err))
-    typer.echo(f"{scenario}, SoftHebb F-{width_factor}, {result['train_samples']} training images: "
+    typer.echo(f"{scenario}, SoftHebb {arch} F-{width_factor}, {result['train_samples']} training images: "
                f"test accuracy {100 * result['softhebb_test_acc']:.2f}% "
                f"(random-weights control {100 * result['random_test_acc']:.2f}%)")
     typer.echo(f"written to {save_json(out, result)}")

@@ -26,6 +26,21 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
+def latency_rows(eager: torch.nn.Module, sessions: dict[str, ort.InferenceSession], in_shape: tuple[int, ...],
+                 batches: tuple[int, ...], repeats: int) -> list[dict]:
+    """Median ms of the eager module and of each session on the same random images, per batch size."""
+    rows = []
+    for batch in batches:
+        x = np.random.default_rng(0).random((batch, *in_shape), dtype=np.float32)
+        xt = torch.from_numpy(x)
+        row = {"batch": batch, "pytorch eager": _median_ms(lambda: eager(xt), repeats)}
+        for name, sess in sessions.items():
+            row[name] = _median_ms(lambda s=sess: s.run(None, {"images": x}), repeats)
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
 def measure(run_dir: str | Path, out_dir: str | Path, batches: tuple[int, ...] = (1, 64), repeats: int = 50) -> dict:
     """Export `run_dir` (with int8) to `out_dir` and time all three on the same random inputs."""
     out = Path(out_dir)
@@ -36,14 +51,7 @@ def measure(run_dir: str | Path, out_dir: str | Path, batches: tuple[int, ...] =
     torch.save(model.state_dict(), buf)
     sessions = {name: ort.InferenceSession(str(out / file), providers=["CPUExecutionProvider"])
                 for name, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", meta["int8"]))}
-    rows = []
-    for batch in batches:
-        x = np.random.default_rng(0).random((batch, *info["in_shape"]), dtype=np.float32)
-        xt = torch.from_numpy(x)
-        row = {"batch": batch, "pytorch eager": _median_ms(lambda: eager(xt), repeats)}
-        for name, sess in sessions.items():
-            row[name] = _median_ms(lambda s=sess: s.run(None, {"images": x}), repeats)
-        rows.append(row)
+    rows = latency_rows(eager, sessions, tuple(info["in_shape"]), batches, repeats)
     sizes = {"pytorch eager": buf.getbuffer().nbytes, "onnxruntime fp32": os.path.getsize(out / "model.onnx"),
              "onnxruntime int8": os.path.getsize(out / meta["int8"])}
     return {"run": str(run_dir), "latency_ms": rows, "file_bytes": sizes, "repeats": repeats,

@@ -9,6 +9,7 @@ from importlib import import_module
 _EXPORTS = {
     "BackpropLearner": "hebbedge.backprop",
     "ContrastiveRule": "hebbedge.rules",
+    "GradientRule": "hebbedge.rules",
     "HebbConv2d": "hebbedge.layers",
     "HebbLayer": "hebbedge.layers",
     "HebbLinear": "hebbedge.layers",

@@ -64,6 +64,8 @@ class HebbianLearner:
         for p in self.model.parameters():
             p.requires_grad_(False)
             p.grad = None
+        for layer in self.layers:
+            layer.free_workspace()
 
     def unfreeze_c(self) -> None:
         """C is trained again, with a fresh AdamW state."""
@@ -89,12 +91,21 @@ class HebbianLearner:
         self._check_batch(x, target)
         target = target.long()
         self.model.train()
+        self.begin_step(target)
         with torch.no_grad() if self.frozen else nullcontext():
             logits = self.model(x)
             loss = F.cross_entropy(logits, target)
         self.update_c(loss)
         skipped = self.local_update(target)
         return StepResult(loss.item(), logits.detach(), skipped)
+
+    def begin_step(self, target: torch.Tensor) -> None:
+        """Before a training-mode forward pass on a batch labelled `target`. With C frozen, each layer
+        writes W_eff into W in place and learns during the forward pass (HebbLayer.apply_pending_):
+        the step never holds two copies of the weights, nor more than one layer's activations."""
+        if self.frozen:
+            for layer in self.layers:
+                layer.apply_pending_(target)
 
     def update_c(self, loss: torch.Tensor) -> None:
         """Backprop the task loss into C through the pending update; AdamW steps C. No-op when frozen."""
@@ -116,19 +127,11 @@ class HebbianLearner:
         Needs the training-mode forward of this batch (each layer cached its input and output).
         Returns how many layers dropped a non-finite direction.
         """
-        skipped = 0
         for layer in self.layers:
             layer.commit()
-            if layer.eta != 0:  # a layer with eta = 0 is not plastic (the random-features control)
-                direction = layer.rule.direction(layer, *layer.cached, target)
-                # A non-finite direction (e.g. an overflowing batch) is dropped rather than let into
-                # M, where it would poison every later step.
-                if all(d is None or torch.isfinite(d).all() for d in direction):
-                    layer.accumulate(direction)
-                else:
-                    skipped += 1
-            layer.cached = None
-        return skipped
+            if layer.cached is not None:  # (with C frozen, the layer already learned during the forward)
+                layer.learn(target)
+        return sum(layer.dropped for layer in self.layers)
 
     def state_dict(self) -> dict:
         return {

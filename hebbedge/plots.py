@@ -71,3 +71,29 @@ def plot_experience_curves(matrices: dict[str, list[list[float]]], protocol: str
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return out
+
+
+def plot_scaling(result: dict, path: str | Path) -> Path:
+    """Step time and peak memory of the linear net against batch size and width, one line per mode."""
+    from hebbedge.speed import BATCHES, SCALING_MODES, WIDTHS
+
+    rows = [r for r in result["rows"] if r["arch"] == "linear"]
+    quantities = [("ms", "step time (ms)")] + ([("peak_mb", "peak memory (MB)")] if "peak_mb" in rows[0] else [])
+    devices = [env["device"] for env in result["environments"]]
+    fig, axes = plt.subplots(len(quantities) * len(devices), 2, figsize=(9, 3.2 * len(quantities) * len(devices)), squeeze=False)
+    for i, (device, (key, label)) in enumerate((d, q) for d in devices for q in quantities):
+        sweeps = (("batch", BATCHES, ("width", result["width"])), ("width", WIDTHS, ("batch", result["batch"])))
+        for ax, (name, sweep, fixed) in zip(axes[i], sweeps):
+            for mode in SCALING_MODES:
+                pts = sorted((r[name], r[key]) for r in rows if r["device"] == device and r["mode"] == mode
+                             and r[fixed[0]] == fixed[1] and r[name] in sweep)
+                ax.plot(*zip(*pts), marker="o", ms=3, label=mode)
+            ax.set(xscale="log", yscale="log", xlabel=name, ylabel=label, title=f"{device}, {fixed[0]} {fixed[1]}")
+            ax.set_xticks(sweep, [str(v) for v in sweep], minor=False)
+            ax.set_xticks([], minor=True)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out

@@ -31,7 +31,7 @@ def activation_derivative(y: torch.Tensor, activation: str | None) -> torch.Tens
     tanh' = 1 - y^2 (thesis code erratum (a) applied tanh a second time); relu' = [y > 0].
     """
     if activation == "tanh":
-        return 1.0 - y * y
+        return (y * y).neg_().add_(1.0)
     if activation == "relu":
         return (y > 0).to(y.dtype)
     if activation is None:
@@ -85,10 +85,14 @@ def contrastive_output_grad(
     # S - I is excluded by the masks, so S itself can be used here.
     g_s = (m_neg * s.sign() - m_pos) / (b * b)
     g_yn = (g_s + g_s.T) @ yn  # eq. 4.14
+    # In place and without other batch-sized temporaries: the on-device step's peak memory is W + M
+    # plus a few of these buffers.
+    del yn
     # eq. 4.19 with the epsilon of eq. 4.3 kept exact: d(Y/(|Y|+eps)) = g/(|Y|+eps) - Y (Y.g) / (|Y| (|Y|+eps)^2)
-    radial = (flat * g_yn).sum(dim=1, keepdim=True) / (norm.clamp_min(torch.finfo(y.dtype).tiny) * denom * denom)
-    g_y = g_yn / denom - flat * radial
-    return g_y.view_as(y) * activation_derivative(y, activation)  # eq. 4.20
+    row_dot = (flat.unsqueeze(1) @ g_yn.unsqueeze(2)).view(-1, 1)
+    radial = row_dot / (norm.clamp_min(torch.finfo(y.dtype).tiny) * denom * denom)
+    g_y = g_yn.div_(denom).addcmul_(flat, radial, value=-1)
+    return g_y.view_as(y).mul_(activation_derivative(y, activation))  # eq. 4.20
 
 
 def hebbian_descent_output_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -98,22 +102,37 @@ def hebbian_descent_output_grad(logits: torch.Tensor, target: torch.Tensor) -> t
 
 
 class Rule:
-    """A local rule: maps a layer's cached (input, output) and the labels to a direction.
+    """A local rule: maps a layer's cached (input, output) and the labels to a direction D."""
 
-    Subclasses give dL/du at the layer's output; the layer turns that into dL/dW its own way
-    (a matrix product for linear layers, ``conv2d_weight`` for convolutions).
+    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
+        """D = -dL/dW (and -dL/db) of `layer` from its input x and output `out` (a pure function)."""
+        raise NotImplementedError
+
+    def accumulate(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> bool:
+        """M <- beta*M + D in place; False when D was not finite and was dropped (see HebbLayer.accumulate)."""
+        return layer.accumulate(self.direction(layer, x, out, target))
+
+
+class GradientRule(Rule):
+    """A rule that is the negative gradient of a loss on the layer's output.
+
+    Subclasses give dL/du at the layer's pre-activation; the layer turns that into dL/dW its own
+    way (a rank-B product for linear layers, ``conv2d_weight`` for convolutions).
     """
 
     def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
         raise NotImplementedError
 
     def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        """D = -dL/dW (and -dL/db) of `layer` from its input x and output `out` (a pure function)."""
         g_w, g_b = layer.local_weight_grad(x, self.output_grad(out, target, layer.activation))
         return -g_w, (None if g_b is None else -g_b)
 
+    def accumulate(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> bool:
+        # The layer adds the product straight into M (linear: one GEMM), never forming D.
+        return layer.accumulate_grad(x, self.output_grad(out, target, layer.activation))
 
-class ContrastiveRule(Rule):
+
+class ContrastiveRule(GradientRule):
     """Contrastive rule for hidden layers (thesis 4.1), with optional label smoothing alpha (4.1.3).
 
     A batch of one has no pairs: its direction is zero rather than a division by B - 1 = 0.
@@ -133,7 +152,7 @@ class ContrastiveRule(Rule):
         return f"ContrastiveRule(label_smoothing={self.label_smoothing})"
 
 
-class HebbianDescent(Rule):
+class HebbianDescent(GradientRule):
     """Hebbian descent for the output layer (thesis 4.1.4): D = (T - softmax(XW^T))^T X / B."""
 
     def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:

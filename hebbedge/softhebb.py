@@ -2,7 +2,7 @@
 
 Each layer is BatchNorm without trained affine parameters -> a HebbConv2d learning by
 `SoftHebbRule` (soft WTA with soft anti-Hebbian plasticity and the norm-dependent rate) -> pooling
--> Triangle activation (Table 4 and Table 3 of the paper; MNIST/CIFAR column). Layers are trained
+-> Triangle activation (Table 4 of the paper, all three columns; hyperparameters of Table 3). Layers are trained
 one after the other, one epoch each, without labels; a linear classifier on the last layer's
 output is then trained by backprop with cross-entropy.
 """
@@ -19,8 +19,23 @@ from hebbedge.models import softhebb_init_
 from hebbedge.rules import SoftHebbRule
 from hebbedge.semisup import embed, linear_probe, unsupervised_epoch
 
-# (out channels as a power of the width factor, kernel, 1/temperature, eta, pooling, Triangle power), Table 3
-LAYERS = ((0, 5, 1.0, 0.08, "max", 0.7), (1, 3, 0.65, 0.005, "max", 1.4), (2, 3, 0.25, 0.01, "avg", 1.0))
+# One row per layer of Table 4: (kernel, pooling). Pooling "max" is 4x4 stride 2, "avg" is 2x2 stride 2.
+ARCHITECTURES = {
+    "mnist-cifar": ((5, "max"), (3, "max"), (3, "avg")),
+    "stl10": ((5, "max"), (3, "max"), (3, "max"), (3, "avg")),
+    "imagenet": ((5, "max"), (3, "max"), (3, "max"), (3, "max"), (5, "avg")),
+}
+FIRST_WIDTH = {"mnist-cifar": 96, "stl10": 96, "imagenet": 48}  # appendix A.3: 48 kernels for ImageNet only
+# Per layer (1/temperature, eta, Triangle power), Table 3. The paper searched three layers only; deeper
+# layers reuse the third row, as the authors' STL-10 preset does for its fourth layer.
+HYPERPARAMETERS = ((1.0, 0.08, 0.7), (0.65, 0.005, 1.4), (0.25, 0.01, 1.0))
+
+
+def layer_widths(arch: str, width_factor: int) -> list[int]:
+    """#F_l = f_w · #F_(l-1) (appendix A.5), from the first layer's width."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown SoftHebb architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    return [FIRST_WIDTH[arch] * width_factor**k for k in range(len(ARCHITECTURES[arch]))]
 
 
 class Triangle(nn.Module):
@@ -37,11 +52,11 @@ class Triangle(nn.Module):
         return f"power={self.power}"
 
 
-def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0) -> nn.Sequential:
-    """The three-layer SoftHebb feature network (without the classifier), as one Sequential of blocks."""
+def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0, arch: str = "mnist-cifar") -> nn.Sequential:
+    """The SoftHebb feature network of one Table 4 column (without the classifier), as one Sequential of blocks."""
     blocks, n_in = [], in_channels
-    for power, kernel, inv_tau, eta, pool, triangle in LAYERS:
-        n_out = 96 * width_factor**power
+    for k, (n_out, (kernel, pool)) in enumerate(zip(layer_widths(arch, width_factor), ARCHITECTURES[arch])):
+        inv_tau, eta, triangle = HYPERPARAMETERS[min(k, len(HYPERPARAMETERS) - 1)]
         conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
                           rule=SoftHebbRule(temperature=1.0 / inv_tau))
         softhebb_init_(conv.weight, radius)
@@ -78,15 +93,15 @@ def fit_batchnorm(net: nn.Sequential, x: torch.Tensor, batch_size: int = 500) ->
 
 
 def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, probe_epochs: int = 20, lr: float = 1e-2, seed: int = 0,
-        progress: bool = True) -> dict:
+        progress: bool = True, arch: str = "mnist-cifar") -> dict:
     """Greedy SoftHebb training, then a linear head; the same head on the random-weights net is the control."""
     x, y, x_test, y_test = data
     torch.manual_seed(seed)
-    net = softhebb_net(x.shape[1], width_factor)
+    net = softhebb_net(x.shape[1], width_factor, arch=arch)
     control = copy.deepcopy(net)
     train_greedy(net, x, seed=seed, progress=progress)
     fit_batchnorm(control, x)
-    out = {"width_factor": width_factor, "train_samples": len(x), "probe_epochs": probe_epochs, "seed": seed,
+    out = {"arch": arch, "width_factor": width_factor, "train_samples": len(x), "probe_epochs": probe_epochs, "seed": seed,
            "hebbian_weights": n_parameters(net)}
     for name, model in (("softhebb", net), ("random", control)):
         out[f"{name}_test_acc"] = linear_probe((embed(model, x), y), (embed(model, x_test), y_test), probe_epochs, lr, seed)

@@ -57,6 +57,8 @@ class HebbianStrategy(SupervisedTemplate):
         pass
 
     def forward(self):
+        if self.is_training:
+            self.learner.begin_step(self.mb_y)
         with torch.no_grad() if self.learner.frozen else nullcontext():
             return super().forward()
 

@@ -48,7 +48,7 @@ def test_train_backprop_twin(tmp_path):
         (["train", "mnist", "--arch", "rnn"], "unknown architecture"),
         (["train", "mnist", "--widths", "20x20"], "comma-separated integers"),
         (["train", "mnist", "--device", "tpu"], "expected auto, cpu or cuda"),
-        (["bench", "mnist", "--adam-lrs", "fast"], "comma-separated numbers"),
+        (["bench", "accuracy", "mnist", "--adam-lrs", "fast"], "comma-separated numbers"),
     ],
 )
 def test_bad_input_names_what_was_expected(args, message):
@@ -85,7 +85,7 @@ def test_save_json_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_bench_writes_json_and_plot(tmp_path):
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["bench", "mnist", "--widths", "32", "--train-size", "2000", "--epochs", "2",
+    result = runner.invoke(app, ["bench", "accuracy", "mnist", "--widths", "32", "--train-size", "2000", "--epochs", "2",
                                  "--adam-lrs", "1e-3,1e-2", "--sgd-lrs", "1e-2", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())

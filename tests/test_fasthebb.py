@@ -69,7 +69,7 @@ def test_fasthebb_bench_command_writes_both_rules(tmp_path):
     from hebbedge.cli.app import app
 
     out = tmp_path / "fh.json"
-    result = CliRunner().invoke(app, ["fasthebb-bench", "--batches", "1", "--batch-size", "2", "--out", str(out)])
+    result = CliRunner().invoke(app, ["bench", "fasthebb", "--batches", "1", "--batch-size", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     for rule in ("swta", "hpca"):
@@ -175,6 +175,24 @@ def test_softhebb_network_layers_and_greedy_training():
     assert all(torch.isfinite(c.weight).all() for c in convs)
 
 
+def test_softhebb_table4_columns():
+    from hebbedge.layers import HebbConv2d
+    from hebbedge.softhebb import layer_widths, softhebb_net
+
+    # the channel counts printed in Table 4 (width factor 4)
+    assert layer_widths("mnist-cifar", 4) == [96, 384, 1536]
+    assert layer_widths("stl10", 4) == [96, 384, 1536, 6144]
+    assert layer_widths("imagenet", 4) == [48, 192, 768, 3072, 12288]
+    with pytest.raises(ValueError, match="expected one of mnist-cifar, stl10, imagenet"):
+        layer_widths("cifar100", 4)
+    for arch, side, out_side, kernels in (("stl10", 96, 6, [5, 3, 3, 3]), ("imagenet", 160, 5, [5, 3, 3, 3, 5])):
+        net = softhebb_net(3, width_factor=1, arch=arch).eval()
+        convs = [m for m in net.modules() if isinstance(m, HebbConv2d)]
+        assert [c.kernel_size[0] for c in convs] == kernels
+        width = layer_widths(arch, 1)[-1]
+        assert net(torch.zeros(1, 3, side, side)).shape == (1, width * out_side**2)  # each pooling halves the side
+
+
 def test_softhebb_command_reports_the_random_weights_control(tmp_path):
     import json
 
@@ -189,3 +207,5 @@ def test_softhebb_command_reports_the_random_weights_control(tmp_path):
     record = json.loads(out.read_text())
     assert 0 <= record["softhebb_test_acc"] <= 1 and 0 <= record["random_test_acc"] <= 1
     assert "random-weights control" in result.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--arch", "cifar100"])
+    assert bad.exit_code == 2 and "valid: mnist-cifar, stl10, imagenet" in bad.output

@@ -28,7 +28,8 @@ def warm(learner: HebbianLearner, steps: int = 3) -> None:
         learner.step(*batch(seed=s))
 
 
-def test_step_matches_reference_implementation_in_float64():
+@pytest.mark.parametrize("frozen", [False, True])
+def test_step_matches_reference_implementation_in_float64(frozen):
     model = tiny_linear(label_smoothing=0.1).double()
     learner = HebbianLearner(model, lr=0.05, weight_decay=0.01)
     x, t = batch()
@@ -36,9 +37,11 @@ def test_step_matches_reference_implementation_in_float64():
     warm_x = [(batch(seed=s)[0].double(), batch(seed=s)[1]) for s in range(2)]
     for xb, tb in warm_x:
         learner.step(xb, tb)
+    if frozen:  # the on-device step: W_eff written into W in place, D added into M by one GEMM
+        learner.freeze_c()
     layers = learner.layers
     before = copy.deepcopy(model)
-    opt_state = copy.deepcopy(learner.optimizer.state_dict())
+    opt_state = None if frozen else copy.deepcopy(learner.optimizer.state_dict())
 
     learner.step(x, t)
 
@@ -54,11 +57,11 @@ def test_step_matches_reference_implementation_in_float64():
         cached.append((h.detach(), out.detach(), u.detach()))
         w_effs.append(w_eff.detach())
         h = out
-    loss = F.cross_entropy(h, t)
-    loss.backward()
-    ref_opt = torch.optim.AdamW([p for c in coeffs for p in c], lr=0.05, weight_decay=0.01)
-    ref_opt.load_state_dict(opt_state)
-    ref_opt.step()
+    if not frozen:
+        F.cross_entropy(h, t).backward()
+        ref_opt = torch.optim.AdamW([p for c in coeffs for p in c], lr=0.05, weight_decay=0.01)
+        ref_opt.load_state_dict(opt_state)
+        ref_opt.step()
     for l, new, (c_pre, c_post), w_eff, (xin, out, u) in zip(ref_layers, layers, coeffs, w_effs, cached):
         assert torch.allclose(new.weight, w_eff, atol=1e-12)
         assert torch.allclose(new.c_pre, c_pre, atol=1e-12) and torch.allclose(new.c_post, c_post, atol=1e-12)
@@ -122,6 +125,45 @@ def test_frozen_step_builds_no_graph_and_keeps_c():
     assert all(p.grad is None for p in model.parameters())
     # ... and it still learns: the weights moved.
     assert any(not torch.equal(w, l.weight) for w, l in zip(w_before, learner.layers))
+
+
+def test_frozen_step_with_bias_and_conv_equals_the_pure_functions():
+    """The in-place frozen step (apply_pending_, GEMM into M) against the pure-function step that
+    update.onnx is built from, in float64: conv with clipping and bias, linear with L2 and bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(HebbConv2d(2, 4, 3, padding=1, eta=0.1, bias=True), nn.Flatten(),
+                          HebbLinear(4 * 25, 6, "tanh", eta=0.05, bias=True), HebbLinear(6, 3, None, eta=0.05)).double()
+    learner = HebbianLearner(model)
+    x, t = torch.randn(6, 2, 5, 5, dtype=torch.float64), torch.arange(6) % 3
+    for _ in range(3):
+        learner.step(x, t)
+    learner.freeze_c()
+    ref = copy.deepcopy(model)
+    learner.step(x, t)
+    h = x
+    for layer, new in zip(ref, model):
+        if not isinstance(layer, (HebbConv2d, HebbLinear)):
+            h = layer(h)
+            continue
+        w, b = layer.effective_weight()
+        y = layer.respond(h, w, b)
+        d_w, d_b = layer.rule.direction(layer, h, y, t)
+        assert torch.allclose(new.weight, w, atol=1e-12)
+        assert torch.allclose(new.momentum, layer.beta * layer.momentum + d_w, atol=1e-12)
+        if b is not None:
+            assert torch.allclose(new.bias, b, atol=1e-12)
+            assert torch.allclose(new.bias_momentum, layer.beta * layer.bias_momentum + d_b, atol=1e-12)
+        h = y
+
+
+def test_gemm_accumulate_drops_an_overflowing_direction():
+    layer = HebbLinear(4, 3, "tanh", eta=0.1)
+    layer.momentum.fill_(0.5)
+    x, g_u = torch.full((2, 4), 3e38), torch.full((2, 3), 10.0)  # finite factors, infinite product
+    assert not layer.accumulate_grad(x, g_u)
+    assert torch.equal(layer.momentum, torch.full((3, 4), 0.5))
+    assert layer.accumulate_grad(x / 1e30, g_u)  # a finite product is taken
+    assert torch.allclose(layer.momentum, 0.9 * 0.5 - g_u.T @ (x / 1e30))
 
 
 def test_unfreeze_trains_c_again():
@@ -196,31 +238,36 @@ def test_thesis_architectures_build_and_twin_matches():
         thesis_conv(width_factor=3)
 
 
-def test_fused_l2_pending_update_matches_generic_autograd():
-    from hebbedge.layers import HebbLayer
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_l2_pending_linear_matches_generic_autograd(bias):
+    """The C-training forward of HebbLinear (one autograd Function that never forms dL/dW_eff)
+    against the same layer's generic path, values and gradients in float64, plus gradcheck."""
+    from hebbedge.layers import HebbLayer, _L2PendingLinear
 
     torch.manual_seed(4)
-    layer = HebbLinear(9, 6, "tanh").double()
+    layer = HebbLinear(9, 6, "tanh", eta=0.3, bias=bias).double()
     layer.momentum.normal_()
+    if bias:
+        layer.bias_momentum.normal_()
     with torch.no_grad():
         layer.c_pre.uniform_(0.5, 2)
         layer.c_post.uniform_(-1, 2)
-    g = torch.randn(6, 9, dtype=torch.float64)
-    grads = []
-    fused = layer.pending
-    generic = lambda w, m: HebbLayer.pending(layer, w, m)  # noqa: E731
-    for pending in (fused, generic):
+    x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5, 6, dtype=torch.float64)
+    results = []
+    for fused, op in ((True, layer.pending_op), (False, lambda xin: HebbLayer.pending_op(layer, xin))):
         layer.zero_grad()
-        w = pending(layer.weight, layer.momentum)
-        (w * g).sum().backward()
-        grads.append((w.detach(), layer.c_pre.grad.clone(), layer.c_post.grad.clone()))
-    for fused, generic in zip(*grads):
+        x.grad = None
+        u, (w, b) = op(x)
+        assert (w.grad_fn is None) == fused  # the fused path hands the commit a plain tensor
+        (u * g).sum().backward()
+        results.append((u.detach(), w.detach(), x.grad.clone(), layer.c_pre.grad.clone(), layer.c_post.grad.clone()))
+    for fused, generic in zip(*results):
         assert torch.allclose(fused, generic, rtol=1e-10, atol=1e-12)
-    from hebbedge.layers import _L2PendingUpdate
-
+    # (the op reads C through the layer, so gradcheck perturbs the layer's own C in place)
     assert torch.autograd.gradcheck(
-        lambda cp, cq: _L2PendingUpdate.apply(layer.weight, layer.momentum, cp, cq, 0.3),
-        (layer.c_post.detach().clone().requires_grad_(), layer.c_pre.detach().clone().requires_grad_()),
+        lambda xin, cp, cq: _L2PendingLinear.apply(xin, cp, cq, layer, torch.empty_like(layer.weight)),
+        (x.detach().clone().requires_grad_(), layer.c_post, layer.c_pre),
     )
 
 
