@@ -109,7 +109,7 @@ def scenarios() -> None:
 @app.command()
 def train(
     scenario: str = typer.Argument(..., help="An i.i.d. dataset (mnist, fashion-mnist) or a stream (see `hebbedge scenarios`)."),
-    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | softhebb | swta | hpca | wta | hybrid-bottom-hebb | hybrid-top-hebb | naive | ewc | si | lwf | replay | joint | slda."),
+    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | softhebb | swta | hpca | wta | hybrid-bottom-hebb | hybrid-top-hebb | naive | ewc | si | lwf | replay | joint | slda | random-lda."),
     freeze_c_after: Optional[int] = typer.Option(None, help="Streams: freeze C after this experience (0-based); later ones learn backprop-free."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (i.i.d. default 1, thesis 100; streams: per experience, default from the config)."),
     arch: str = ARCH,

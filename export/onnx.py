@@ -171,7 +171,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
 
     Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
     """
-    from hebbedge.continual import HEBBIAN_LEARNERS, UNSUPERVISED_LEARNERS, build_model
+    from hebbedge.continual import HEBBIAN_LEARNERS, LDA_LEARNERS, UNSUPERVISED_LEARNERS, build_model
     from hebbedge.models import random_features_
     from hebbedge.scenarios import SCENARIOS
     from hebbedge.train import TrainConfig, build
@@ -180,9 +180,9 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
     if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
         info = json.loads((run_dir / "config.json").read_text())
         run, cfg = info["run"], info["config"]
-        if run["learner"] in UNSUPERVISED_LEARNERS:
-            raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; "
-                             f"export works for {', '.join(HEBBIAN_LEARNERS)} and the backprop baselines")
+        if run["learner"] in UNSUPERVISED_LEARNERS + LDA_LEARNERS:
+            raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; export works for "
+                             f"{', '.join(HEBBIAN_LEARNERS)} and the backprop baselines trained by gradients")
         dataset = SCENARIOS[run["scenario"]].dataset
         hebbian = run["learner"] in HEBBIAN_LEARNERS
         section = cfg["hebbian"] if hebbian else cfg["backprop"]

@@ -33,12 +33,14 @@ from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge.models import random_features_, softhebb_init_, thesis_conv, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
-from hebbedge.strategy import FreezeCPlugin, HebbianStrategy
+from hebbedge.readout import LDAReadout
+from hebbedge.strategy import FreezeCPlugin, HebbianStrategy, ReadoutStrategy
 
 HEBBIAN_LEARNERS = ("hebbian", "random")
 UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidden rules + a Hebbian readout
 HYBRID_LEARNERS = ("hybrid-bottom-hebb", "hybrid-top-hebb")  # Hebbian and backprop layers in one stack
-BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint", "slda")
+LDA_LEARNERS = ("slda", "random-lda")  # fixed random features + a streaming LDA readout (Avalanche's, this library's)
+BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint") + LDA_LEARNERS
 CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES
 
 
@@ -130,6 +132,11 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
     b = cfg["backprop"]
     model = build_model(cfg["model"], None, in_shape, n_classes, b.get("dropout", 0.0)).to(device)
     criterion = nn.CrossEntropyLoss()
+    if run.learner == "random-lda":
+        # The same floor with this library's readout: exact pooled covariance, one GEMM per batch.
+        features = model[:-1]
+        readout = LDAReadout(model[-1].in_features, n_classes, b.get("slda_shrinkage", 1e-4))
+        return ReadoutStrategy(features=features, readout=readout, plugins=plugins, **common)
     if run.learner == "slda":
         # The honest floor: class means + shared covariance on never-trained hidden features.
         features = model[:-1].eval()

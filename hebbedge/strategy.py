@@ -84,3 +84,47 @@ class FreezeCPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy: HebbianStrategy, **kwargs) -> None:
         if strategy.experience.current_experience == self.last_trained:
             strategy.freeze_c()
+
+
+class _NoOptimizer:
+    """Fills the template's optimizer slot for a strategy where nothing is trained by gradients."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ReadoutStrategy(SupervisedTemplate):
+    """Fixed features and an `LDAReadout`: each minibatch only adds to the readout's sums.
+
+    Overrides forward (features without gradients, then the readout), backward (nothing) and
+    optimizer_step (the readout accumulates the minibatch).
+    """
+
+    def __init__(self, *, features: nn.Module, readout: nn.Module, train_mb_size: int = 64, train_epochs: int = 1,
+                 eval_mb_size: int = 1000, device: str | torch.device = "cpu",
+                 plugins: Sequence[SupervisedPlugin] | None = None, evaluator=default_evaluator, eval_every: int = -1) -> None:
+        self.features, self.readout = features, readout
+        super().__init__(model=nn.Sequential(features, readout), optimizer=_NoOptimizer(), criterion=nn.CrossEntropyLoss(),
+                         train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
+                         plugins=plugins, evaluator=evaluator, eval_every=eval_every)
+
+    def make_optimizer(self, **kwargs) -> None:
+        pass
+
+    def forward(self):
+        self.features.eval()  # never trained: no dropout either
+        with torch.no_grad():
+            self.mb_features = self.features(self.mb_x)
+        return self.readout(self.mb_features)
+
+    def backward(self) -> None:
+        pass
+
+    def optimizer_step(self) -> None:
+        self.readout.accumulate(self.mb_features, self.mb_y)
