@@ -1,7 +1,8 @@
 """Step time and peak memory: the Hebbian learner (C training, C frozen) against backprop (SGD,
 Adam) on the same architecture and batch, measured side by side in one run.
 
-Times are medians over repeated steps after warm-up, all in this process. Peak memory is the CUDA
+Times are medians over repeated steps after warm-up, in rounds that take every setting in turn,
+all in this process. Peak memory is the CUDA
 allocator's peak on a GPU; on a CPU it is the process's peak resident set, which cannot be reset
 inside a process, so each mode runs once more in a fresh interpreter (``python -m
 hebbedge.speed``) and reports its peak RSS minus its RSS before the model was built (after the
@@ -61,7 +62,7 @@ def build_step(s: Setting) -> Callable[[], object]:
     if hebbian:
         learner = HebbianLearner(model)
         for layer in learner.layers:  # a non-zero momentum, so that the pending update is not trivially W
-            layer.momentum.normal_(0.0, 1e-3, generator=g)
+            layer.momentum.copy_(1e-3 * torch.randn(layer.momentum.shape, generator=g))
         if s.mode == "frozen":
             learner.freeze_c()
     else:
