@@ -109,7 +109,7 @@ def scenarios() -> None:
 @app.command()
 def train(
     scenario: str = typer.Argument(..., help="An i.i.d. dataset (mnist, fashion-mnist) or a stream (see `hebbedge scenarios`)."),
-    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | softhebb | swta | hpca | wta | hybrid-bottom-hebb | hybrid-top-hebb | naive | ewc | si | lwf | replay | joint | slda | random-lda."),
+    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | softhebb | swta | hpca | wta | hybrid-bottom-hebb | hybrid-top-hebb | naive | ewc | si | lwf | replay | joint | slda | random-lda | softhebb-lda (transfer scenarios)."),
     freeze_c_after: Optional[int] = typer.Option(None, help="Streams: freeze C after this experience (0-based); later ones learn backprop-free."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (i.i.d. default 1, thesis 100; streams: per experience, default from the config)."),
     arch: str = ARCH,
@@ -197,6 +197,7 @@ def compare(
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Report directory. Default runs/compare-SCENARIO."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE (TOML value) replacing a value of the stream's config, e.g. readout.channels=96; repeatable."),
 ) -> None:
     """Run several learners over seeds on a stream; write a Markdown/JSON/CSV report and PNG plots."""
     from hebbedge.report import compare as run_compare
@@ -209,11 +210,29 @@ def compare(
     try:
         order = class_order and list(parse_list(class_order, "--class-order", int))
         record = run_compare(scenario, [s.strip() for s in learners.split(",")], seeds, out, pick_device(device),
-                             data_dir, epochs, train_size, test_size, order)
+                             data_dir, epochs, train_size, test_size, order, parse_overrides(set_ or []))
     except data_errors() as err:
         fail(str(err))
     typer.echo(markdown_table(record["summary"], record["seeds"]))
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """--set SECTION.KEY=VALUE items as {section: {key: value}}, each value parsed as TOML."""
+    from hebbedge.scenarios.configs import tomllib
+
+    out: dict[str, dict] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"] if sep and dot and key else None
+        except tomllib.TOMLDecodeError:
+            parsed = None
+        if parsed is None:
+            fail(f"--set expects SECTION.KEY=VALUE with a TOML value (e.g. readout.channels=96), got {item!r}")
+        out.setdefault(section, {})[key] = parsed
+    return out
 
 
 @bench_app.command("accuracy")

@@ -1,9 +1,12 @@
 """The edge runtime: predict and keep learning with ONNX Runtime and numpy only (no torch).
 
 A model directory (written by `hebbedge export`) holds `model.onnx` (inference), `metadata.json`,
-and for a frozen-C learner `update.onnx` (one Hebbian step) with `state.npz` (weights W_i and
-momentum buffers M_i). `adapt` runs the step batch by batch; `save` writes the new state and the
-new weights into `model.onnx`, each to a temporary file first, so a failed step loses nothing.
+and for a learner that keeps learning `update.onnx` (one step) with `state.npz`: for a frozen-C
+Hebbian network the weights W_i and momentum buffers M_i; for fixed features under an LDA readout
+the readout's sums (class counts, class feature sums, second moment; float64), from which `save`
+solves the classifier (``lda_classifier``). `adapt` runs the step batch by batch; `save` writes the
+new state and the new weights into `model.onnx`, each to a temporary file first, so a failed step
+loses nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from onnx import numpy_helper
 from hebbedge.files import atomic_write, save_npz
 
 FORMAT = "hebbedge-edge/1"
+UNSEEN = -1e30  # the score of a class never seen: hebbedge.readout.UNSEEN (that module needs torch)
 
 
 class EdgeError(ValueError):
@@ -99,25 +103,29 @@ class EdgeModel:
         x = self.images(x)
         return float((self.predict(x) == self.labels(y, len(x))).mean())
 
-    def adapt(self, x: np.ndarray, y: np.ndarray, batch_size: int = 64, shuffle_seed: int | None = 0) -> int:
-        """One pass of frozen-C Hebbian learning over (x, y); returns the number of steps taken.
+    @property
+    def learns_readout(self) -> bool:
+        return self.can_learn and self.meta["update"].get("kind") == "lda"
 
-        A batch of one sample has no pairs for the contrastive rule and is skipped.
+    def adapt(self, x: np.ndarray, y: np.ndarray, batch_size: int = 64, shuffle_seed: int | None = 0) -> int:
+        """One pass of on-device learning over (x, y) (backprop-free); returns the number of steps taken.
+
+        For a Hebbian network, a batch of one sample has no pairs for the contrastive rule and is skipped.
         """
         if not self.can_learn:
             raise EdgeError(f"{self.dir}: no update.onnx; export a frozen-C Hebbian run (or use --freeze-c)")
         x = self.images(x)
         y = self.labels(y, len(x))
         order = np.random.default_rng(shuffle_seed).permutation(len(x)) if shuffle_seed is not None else np.arange(len(x))
-        n = self.meta["update"]["layers"]
-        names = [f"W{i}" for i in range(n)] + [f"M{i}" for i in range(n)]
+        names = self.meta["update"]["names"]
+        smallest = 1 if self.learns_readout else 2
         state, steps = dict(self.state), 0
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            if len(idx) < 2:
+            if len(idx) < smallest:
                 continue
             outs = self.step.run(None, {"images": x[idx], "labels": y[idx], **state})
-            new = dict(zip(names, outs[1:]))
+            new = dict(zip(names, outs[-len(names):]))
             if not all(np.isfinite(v).all() for v in new.values()):
                 raise EdgeError(f"the learning step produced non-finite weights at batch {i // batch_size}; nothing was kept")
             state, steps = new, steps + 1
@@ -133,11 +141,26 @@ class EdgeModel:
         model_path = self.dir / "model.onnx"
         proto = onnx.load(str(model_path))
         inits = {init.name: init for init in proto.graph.initializer}
-        for i, name in enumerate(self.meta["weights"]):
-            inits[name].CopyFrom(numpy_helper.from_array(self.state[f"W{i}"], name))
+        if self.learns_readout:
+            weights = lda_classifier(**self.state, shrinkage=self.meta["update"]["shrinkage"])
+        else:
+            weights = [self.state[f"W{i}"] for i in range(len(self.meta["weights"]))]
+        for name, value in zip(self.meta["weights"], weights):
+            inits[name].CopyFrom(numpy_helper.from_array(value, name))
         atomic_write(model_path, lambda tmp: onnx.save(proto, tmp))
         if self.model_path == model_path:
             self.infer = _session(model_path)
+
+
+def lda_classifier(count: np.ndarray, total: np.ndarray, moment: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """The LDA readout's linear classifier (weight [C, d], bias [C], float32) from its sums, solved in
+    float64: ``LDAReadout.solve`` in numpy (see hebbedge/readout.py for the equations)."""
+    means = total / np.maximum(count, 1)[:, None]
+    covariance = (moment - total.T @ means) / max(count.sum(), 1)
+    lhs = (1 - shrinkage) * covariance + shrinkage * np.eye(len(moment))
+    w = np.linalg.solve(lhs, means.T)
+    bias = np.where(count == 0, UNSEEN, -0.5 * (means.T * w).sum(0))
+    return w.T.astype(np.float32), bias.astype(np.float32)
 
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,10 +1,13 @@
-"""Export a trained network to ONNX: inference, and one frozen-C Hebbian learning step.
+"""Export a trained network to ONNX: inference, and one backprop-free learning step.
 
 `model.onnx` maps raw images in [0, 1] to logits (the input standardisation is inside the graph).
-`update.onnx` is one backprop-free learning step written as a pure function,
-(images, labels, W_1..W_n, M_1..M_n) -> (logits, W_1'..W_n', M_1'..M_n'), built from the same
-layers and rule objects as the PyTorch learner. Both torch exporters silently drop in-place
-updates such as ``W.copy_``, so the old weights must be graph inputs and the new ones outputs.
+`update.onnx` is one learning step written as a pure function, built from the same layers, rule
+and readout objects as the PyTorch learner:
+- a frozen-C Hebbian network: (images, labels, W_1..W_n, M_1..M_n) -> (logits, W_1'..W_n', M_1'..M_n');
+- fixed features under an LDA readout: (images, labels, count, total, moment) -> (count', total',
+  moment'), the readout's Hebbian sums in float64; the edge solves the classifier from them.
+Both torch exporters silently drop in-place updates such as ``W.copy_``, so the old state must be
+graph inputs and the new state outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn as nn
 
 from hebbedge.files import atomic_write, save_json, save_npz
 from hebbedge.layers import HebbLayer
+from hebbedge.readout import LDAReadout
 
 OPSET = 17
 
@@ -76,6 +80,33 @@ class FrozenStep(nn.Module):
         return (h, *new_w, *new_m)
 
 
+class ReadoutStep(nn.Module):
+    """One on-device step of an LDA readout on fixed features, as a pure function of its sums:
+    the same sums as ``LDAReadout.accumulate``, with the labels as a one-hot matrix (a GEMM instead
+    of a scatter)."""
+
+    def __init__(self, features: nn.Module, n_classes: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.inference = Inference(features, mean, std)
+        self.n_classes = n_classes
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, count: torch.Tensor, total: torch.Tensor,
+                moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.inference(images).to(torch.float64)
+        one_hot = (labels[:, None] == torch.arange(self.n_classes)[None]).to(torch.float64)
+        return count + one_hot.sum(0), total + one_hot.T @ f, moment + f.T @ f
+
+
+def solved_head(model: nn.Sequential) -> nn.Sequential:
+    """features -> LDA readout, with the readout replaced by the nn.Linear of its solved classifier (float32)."""
+    features, readout = model[:-1], model[-1]
+    head = nn.Linear(readout.n_features, readout.n_classes)
+    w, b = readout.solve()
+    head.weight.data.copy_(w.T)
+    head.bias.data.copy_(b)
+    return nn.Sequential(*features, head).float()
+
+
 def state_of(model: nn.Module) -> dict[str, np.ndarray]:
     """W_i and M_i of every Hebbian layer, in order, as float32 arrays."""
     layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
@@ -114,34 +145,50 @@ def weight_initializers(model_path: Path, model: nn.Sequential) -> list[str]:
 @torch.no_grad()
 def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
                  out_dir: str | Path, classes: list[int], with_update: bool, int8: bool = False, extra: dict | None = None) -> dict:
-    """Write model.onnx (+ update.onnx, state.npz) and metadata.json into `out_dir`; returns the metadata."""
+    """Write model.onnx (+ update.onnx, state.npz) and metadata.json into `out_dir`; returns the metadata.
+
+    A model ending in an `LDAReadout` is exported with its solved classifier as the last layer, and its
+    update step (always written: the features are fixed, only the readout learns) takes its sums.
+    """
     out = Path(out_dir)
-    model = model.cpu().float().eval()
+    model = model.cpu().eval()
+    lda = isinstance(model[-1], LDAReadout)
+    net = solved_head(model) if lda else model.float()
     example = torch.rand(2, *in_shape)
-    _export(Inference(model, mean, std), (example,), out / "model.onnx", ["images"], ["logits"],
+    _export(Inference(net, mean, std), (example,), out / "model.onnx", ["images"], ["logits"],
             {"images": {0: "batch"}, "logits": {0: "batch"}})
+    head = f"model.{len(net) - 1}"
     meta = {
         "format": "hebbedge-edge/1",
         "input_shape": list(in_shape), "input_range": [0.0, 1.0], "mean": list(mean), "std": list(std),
         "classes": classes, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__,
-        "weights": weight_initializers(out / "model.onnx", model), "update": None, "int8": None, **(extra or {}),
+        "weights": [f"{head}.weight", f"{head}.bias"] if lda else weight_initializers(out / "model.onnx", net),
+        "update": None, "int8": None, **(extra or {}),
     }
-    if with_update:
-        step = FrozenStep(model, mean, std)
-        state = state_of(model)
+    labels = torch.arange(2) % len(classes)
+    dynamic = {"images": {0: "batch"}, "labels": {0: "batch"}}
+    if lda:
+        readout = model[-1]
+        state = {"count": readout.count, "total": readout.total, "moment": readout.moment}
+        _export(ReadoutStep(net[:-1], readout.n_classes, mean, std), (example, labels, *state.values()), out / "update.onnx",
+                ["images", "labels", *state], [k + "_new" for k in state], dynamic)
+        save_npz(out / "state.npz", **{k: v.numpy() for k, v in state.items()})
+        meta["update"] = {"file": "update.onnx", "state": "state.npz", "kind": "lda", "names": list(state),
+                          "shrinkage": readout.shrinkage}
+    elif with_update:
+        step = FrozenStep(net, mean, std)
+        state = state_of(net)
         n = len(step.layers)
         names = [f"W{i}" for i in range(n)] + [f"M{i}" for i in range(n)]
-        labels = torch.arange(2) % len(classes)
         _export(step, (example, labels, *(torch.from_numpy(state[k]) for k in names)), out / "update.onnx",
-                ["images", "labels", *names], ["logits", *(k + "_new" for k in names)],
-                {"images": {0: "batch"}, "labels": {0: "batch"}, "logits": {0: "batch"}})
+                ["images", "labels", *names], ["logits", *(k + "_new" for k in names)], {**dynamic, "logits": {0: "batch"}})
         save_npz(out / "state.npz", **state)
-        meta["update"] = {"file": "update.onnx", "state": "state.npz", "layers": n}
+        meta["update"] = {"file": "update.onnx", "state": "state.npz", "kind": "hebbian", "names": names, "layers": n}
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         folded = out / ".model.folded.onnx"
-        _export(Inference(model, mean, std), (example,), folded, ["images"], ["logits"],
+        _export(Inference(net, mean, std), (example,), folded, ["images"], ["logits"],
                 {"images": {0: "batch"}, "logits": {0: "batch"}}, fold=True)
         try:
             atomic_write(out / "model.int8.onnx", lambda tmp: quantize_dynamic(str(folded), tmp, weight_type=QuantType.QInt8))
@@ -171,7 +218,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
 
     Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
     """
-    from hebbedge.continual import HEBBIAN_LEARNERS, LDA_LEARNERS, UNSUPERVISED_LEARNERS, build_model
+    from hebbedge.continual import HEBBIAN_LEARNERS, PRETRAINED_LDA_LEARNERS, UNSUPERVISED_LEARNERS, build_model, readout_features
     from hebbedge.models import random_features_
     from hebbedge.scenarios import SCENARIOS
     from hebbedge.train import TrainConfig, build
@@ -180,14 +227,20 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
     if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
         info = json.loads((run_dir / "config.json").read_text())
         run, cfg = info["run"], info["config"]
-        if run["learner"] in UNSUPERVISED_LEARNERS + LDA_LEARNERS:
+        readout_learners = ("random-lda",) + PRETRAINED_LDA_LEARNERS
+        if run["learner"] in UNSUPERVISED_LEARNERS + ("slda",):
             raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; export works for "
-                             f"{', '.join(HEBBIAN_LEARNERS)} and the backprop baselines trained by gradients")
+                             f"{', '.join(HEBBIAN_LEARNERS + readout_learners)} and the backprop baselines trained by gradients")
         dataset = SCENARIOS[run["scenario"]].dataset
         hebbian = run["learner"] in HEBBIAN_LEARNERS
         section = cfg["hebbian"] if hebbian else cfg["backprop"]
         in_shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
-        model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
+        if run["learner"] in readout_learners:  # fixed features and the LDA readout's sums
+            features, width = readout_features(cfg, in_shape, 10)
+            shrinkage = cfg.get("readout", {}).get("shrinkage", section.get("slda_shrinkage", 1e-4))
+            model = nn.Sequential(features, LDAReadout(width, 10, shrinkage))
+        else:
+            model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
         model.load_state_dict(torch.load(run_dir / "model.pt"))
         learner, frozen = run["learner"], run["freeze_c_after"] is not None
     elif (run_dir / "result.json").exists() and (run_dir / "checkpoint.pt").exists():

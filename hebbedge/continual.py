@@ -30,18 +30,22 @@ from avalanche.training.supervised.joint_training import JointTraining
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
+from hebbedge import data
 from hebbedge.models import random_features_, softhebb_init_, thesis_conv, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.readout import LDAReadout
+from hebbedge.semisup import unsupervised_epoch
+from hebbedge.softhebb import softhebb_block
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy, ReadoutStrategy
 
 HEBBIAN_LEARNERS = ("hebbian", "random")
 UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidden rules + a Hebbian readout
 HYBRID_LEARNERS = ("hybrid-bottom-hebb", "hybrid-top-hebb")  # Hebbian and backprop layers in one stack
 LDA_LEARNERS = ("slda", "random-lda")  # fixed random features + a streaming LDA readout (Avalanche's, this library's)
+PRETRAINED_LDA_LEARNERS = ("softhebb-lda",)  # features pre-trained on the scenario's host data, then the same readout
 BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint") + LDA_LEARNERS
-CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES
+CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES + PRETRAINED_LDA_LEARNERS
 
 
 @dataclass
@@ -57,6 +61,7 @@ class StreamRun:
     train_size: int | None = None  # quick runs and tests
     test_size: int | None = None
     experiences: int | None = None  # train only the first N experiences (evaluated on the whole test stream)
+    overrides: dict[str, dict] | None = None  # {section: {key: value}} replacing values of the stream's config
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -67,6 +72,18 @@ class StreamRun:
             raise ValueError(f"--experiences must be at least 1, got {self.experiences}")
         if self.freeze_c_after is not None and self.learner not in HEBBIAN_LEARNERS:  # the others have no C to train
             raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
+
+
+def run_config(run: StreamRun) -> dict:
+    """The stream's config with the run's overrides; each names a key the config already has."""
+    cfg = load_config(run.scenario)
+    for section, values in (run.overrides or {}).items():
+        for key, value in values.items():
+            if key not in cfg.get(section, {}):
+                known = ", ".join(f"{s}.{k}" for s, v in cfg.items() for k in v)
+                raise ValueError(f"{run.scenario}: no config key {section}.{key} to override; expected one of {known}")
+            cfg[section][key] = value
+    return cfg
 
 
 def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...], n_classes: int, dropout: float,
@@ -84,6 +101,50 @@ def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...]
         return thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=model_cfg.get("width_factor", 1), **etas, **common)
     etas = dict(eta=hebbian["eta"]) if hebbian else {}
     return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model_cfg["widths"]), **etas, **common)
+
+
+def readout_features(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, int]:
+    """The feature network under an LDA readout, and its number of features: the config's [readout]
+    network (one SoftHebb conv block, average-pooled to pool x pool per channel) or, without that
+    section, the hidden layers of [model]. Built with random weights."""
+    r = cfg.get("readout")
+    if r is None:
+        model = build_model(cfg["model"], None, in_shape, n_classes, 0.0)
+        return model[:-1], model[-1].in_features
+    if r.get("arch") != "conv":
+        raise ValueError(f"[readout] arch must be \"conv\" (a SoftHebb conv block), got {r.get('arch')!r}")
+    # No BatchNorm: the stream's inputs are already standardised, and a BatchNorm fitted to the host
+    # data would be the one part of the features the random control does not share.
+    block = softhebb_block(in_shape[0], r["channels"], r["kernel"], "max", r["inv_tau"], r["eta"], r["triangle"],
+                           r["radius"], batchnorm=False)
+    return nn.Sequential(*block, nn.AdaptiveAvgPool2d(r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
+
+
+def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int) -> torch.Tensor:
+    """The host dataset's training images, standardised with its own statistics (labels are not
+    read), cut to the first `size` of a per-seed shuffle."""
+    x, _ = data.load_split(dataset, True, data_dir)
+    if size is not None and size < len(x):
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]]
+    mean, std = data.MEAN_STD[dataset]
+    return (x - mean) / std
+
+
+def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: dict, data_dir: str | None, progress: bool) -> None:
+    """Label-free Hebbian learning of `features` on the scenario's host data, before the stream;
+    the features stay fixed afterwards, so the readout's statistics never go stale."""
+    host = SCENARIOS[run.scenario].pretrain
+    if host is None or "readout" not in cfg:
+        transfer = [name for name, spec in SCENARIOS.items() if spec.pretrain]
+        raise ValueError(f"{run.learner!r} pre-trains its features on host data before the stream: use a transfer "
+                         f"scenario ({', '.join(transfer)}), not {run.scenario!r}")
+    r = cfg["readout"]
+    x = host_images(host, data_dir, run.train_size, run.seed)
+    g = torch.Generator().manual_seed(run.seed)
+    for epoch in range(r["pretrain_epochs"]):
+        unsupervised_epoch(features, x, g, r["pretrain_batch_size"], desc=f"pre-train on {host} {epoch + 1}/{r['pretrain_epochs']}",
+                           progress=progress)
+    features.eval()
 
 
 def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, plugins: list, common: dict):
@@ -107,11 +168,26 @@ def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], 
     return strategy
 
 
-def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list, evaluator):
-    """The Avalanche strategy for `run.learner`, on the config's architecture."""
+def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list, evaluator,
+                  data_dir: str | None = None, pretrain: bool = True, progress: bool = False):
+    """The Avalanche strategy for `run.learner`, on the config's architecture. A learner that pre-trains
+    its features does so here, on the scenario's host data (unless `pretrain` is False: a resumed run)."""
     stream = cfg["stream"]
     common = dict(train_mb_size=stream["batch_size"], train_epochs=run.epochs or stream["epochs"],
                   eval_mb_size=stream["eval_batch_size"], device=device, evaluator=evaluator)
+    b = cfg["backprop"]
+    if run.learner in LDA_LEARNERS + PRETRAINED_LDA_LEARNERS:
+        # Built first, so that at equal seeds the control and the pre-trained learner start from the same weights.
+        features, width = readout_features(cfg, in_shape, n_classes)
+        features = features.to(device).eval()
+        shrinkage = cfg.get("readout", {}).get("shrinkage", b.get("slda_shrinkage", 1e-4))
+        if run.learner == "slda":  # Avalanche's per-sample streaming LDA, on the same fixed features
+            return StreamingLDA(slda_model=features, criterion=nn.CrossEntropyLoss(), input_size=width, num_classes=n_classes,
+                                shrinkage_param=shrinkage, plugins=plugins, **common)
+        if run.learner in PRETRAINED_LDA_LEARNERS and pretrain:
+            pretrain_features(features, run, cfg, data_dir, progress)
+        # random-lda is the floor: the same readout on never-trained features.
+        return ReadoutStrategy(features=features, readout=LDAReadout(width, n_classes, shrinkage), plugins=plugins, **common)
     if run.learner in UNSUPERVISED_LEARNERS:
         return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
     if run.learner in HYBRID_LEARNERS:
@@ -129,20 +205,8 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
         if run.learner == "random":
             random_features_(model)
         return strategy
-    b = cfg["backprop"]
     model = build_model(cfg["model"], None, in_shape, n_classes, b.get("dropout", 0.0)).to(device)
     criterion = nn.CrossEntropyLoss()
-    if run.learner == "random-lda":
-        # The same floor with this library's readout: exact pooled covariance, one GEMM per batch.
-        features = model[:-1]
-        readout = LDAReadout(model[-1].in_features, n_classes, b.get("slda_shrinkage", 1e-4))
-        return ReadoutStrategy(features=features, readout=readout, plugins=plugins, **common)
-    if run.learner == "slda":
-        # The honest floor: class means + shared covariance on never-trained hidden features.
-        features = model[:-1].eval()
-        width = model[-1].in_features
-        return StreamingLDA(slda_model=features, criterion=criterion, input_size=width, num_classes=n_classes,
-                            shrinkage_param=b.get("slda_shrinkage", 1e-4), plugins=plugins, **common)
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b["optimizer"]](model.parameters(), lr=b["lr"])
     args = dict(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **common)
     if run.learner == "naive":
@@ -218,7 +282,7 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not resume:
         raise FileExistsError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
-    cfg = load_config(run.scenario)
+    cfg = run_config(run)
     seed_everything(run.seed)
     bm = make_stream(run.scenario, seed=run.seed, class_order=run.class_order, data_dir=data_dir,
                      train_size=run.train_size, test_size=run.test_size)
@@ -227,7 +291,8 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     matrix = AccuracyMatrixPlugin()
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), OwnClassesAccuracy(),
                                  loggers=[InteractiveLogger()] if progress else [])
-    strategy = make_strategy(run, cfg, in_shape, n_classes, device, [matrix], evaluator)
+    strategy = make_strategy(run, cfg, in_shape, n_classes, device, [matrix], evaluator, data_dir,
+                             pretrain=not (resume and ckpt.exists()), progress=progress)
     save_json(out / "config.json", {"run": asdict(run), "config": cfg, "device": str(device)})
     start_exp = 0
     if resume and ckpt.exists():

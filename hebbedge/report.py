@@ -24,10 +24,11 @@ METRICS = ("final_avg_acc", "forgetting", "bwt")
 
 def compare(scenario: str, learners: list[str], seeds: int, out_dir: str | Path, device: torch.device,
             data_dir: str | None = None, epochs: int | None = None, train_size: int | None = None,
-            test_size: int | None = None, class_order: list[int] | None = None) -> dict:
+            test_size: int | None = None, class_order: list[int] | None = None, overrides: dict | None = None) -> dict:
     """Run every learner with seeds 0..seeds-1 and write the report; returns its JSON record."""
     out = Path(out_dir)
-    runs = [StreamRun(scenario, learner, seed, epochs=epochs, class_order=class_order, train_size=train_size, test_size=test_size)
+    runs = [StreamRun(scenario, learner, seed, epochs=epochs, class_order=class_order, train_size=train_size, test_size=test_size,
+                      overrides=overrides)
             for learner in learners for seed in range(seeds)]  # validates names before any training
     results: dict[str, list[dict]] = {learner: [] for learner in learners}
     for run in tqdm(runs, desc=f"compare {scenario}", unit="run"):

@@ -52,16 +52,21 @@ class Triangle(nn.Module):
         return f"power={self.power}"
 
 
+def softhebb_block(n_in: int, n_out: int, kernel: int, pool: str, inv_tau: float, eta: float, triangle: float,
+                   radius: float = 3.0, batchnorm: bool = True) -> nn.Sequential:
+    """BatchNorm without affine (optional) -> SoftHebb conv -> pooling -> Triangle: one layer of Table 4."""
+    conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
+                      rule=SoftHebbRule(temperature=1.0 / inv_tau))
+    softhebb_init_(conv.weight, radius)
+    pooling = nn.MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
+    return nn.Sequential(*([nn.BatchNorm2d(n_in, affine=False)] if batchnorm else []), conv, pooling, Triangle(triangle))
+
+
 def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0, arch: str = "mnist-cifar") -> nn.Sequential:
     """The SoftHebb feature network of one Table 4 column (without the classifier), as one Sequential of blocks."""
     blocks, n_in = [], in_channels
     for k, (n_out, (kernel, pool)) in enumerate(zip(layer_widths(arch, width_factor), ARCHITECTURES[arch])):
-        inv_tau, eta, triangle = HYPERPARAMETERS[min(k, len(HYPERPARAMETERS) - 1)]
-        conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
-                          rule=SoftHebbRule(temperature=1.0 / inv_tau))
-        softhebb_init_(conv.weight, radius)
-        pooling = nn.MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
-        blocks.append(nn.Sequential(nn.BatchNorm2d(n_in, affine=False), conv, pooling, Triangle(triangle)))
+        blocks.append(softhebb_block(n_in, n_out, kernel, pool, *HYPERPARAMETERS[min(k, len(HYPERPARAMETERS) - 1)], radius))
         n_in = n_out
     return nn.Sequential(*blocks, nn.Flatten())
 

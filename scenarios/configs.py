@@ -15,9 +15,20 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def load_config(name: str) -> dict:
-    """The parsed `configs/<name>.toml`: sections stream, model, hebbian, backprop."""
+    """The parsed `configs/<name>.toml`: sections stream, model, hebbian, backprop (and optional ones).
+
+    A file with `base = "<stream>"` at its top starts from that stream's config; each of its own
+    sections replaces keys of the base's section of the same name.
+    """
     if name not in SCENARIOS:
         raise ValueError(f"unknown stream {name!r}; valid names: {', '.join(SCENARIOS)}")
     path = CONFIG_DIR / f"{name}.toml"
     with open(path, "rb") as f:
-        return tomllib.load(f)
+        cfg = tomllib.load(f)
+    base = cfg.pop("base", None)
+    if base is None:
+        return cfg
+    merged = load_config(base)
+    for section, values in cfg.items():
+        merged[section] = {**merged.get(section, {}), **values}
+    return merged

@@ -46,6 +46,7 @@ class ScenarioSpec:
     kind: str  # "split": disjoint classes; "permuted" / "rotated": all classes, new input domain
     n_experiences: int  # the default
     description: str
+    pretrain: str | None = None  # host data seen before the stream, by the learners that pre-train features
 
     @property
     def protocol(self) -> str:
@@ -65,6 +66,12 @@ SCENARIOS: "OrderedDict[str, ScenarioSpec]" = OrderedDict((s.name, s) for s in (
                  "Fashion-MNIST, 5 experiences of 2 classes each"),
     ScenarioSpec("split-cifar10", "cifar10", "split", 5,
                  "CIFAR-10 (python batches must be present), 5 experiences of 2 classes each"),
+    ScenarioSpec("split-mnist-from-fmnist", "mnist", "split", 5,
+                 "Split-MNIST, after feature pre-training on Fashion-MNIST's training images (host data, no labels)",
+                 pretrain="fashion-mnist"),
+    ScenarioSpec("split-fmnist-from-mnist", "fashion-mnist", "split", 5,
+                 "Split-Fashion-MNIST, after feature pre-training on MNIST's training images (host data, no labels)",
+                 pretrain="mnist"),
 ))
 
 # Independent random streams derived from the seed: changing train_size never changes a permutation.

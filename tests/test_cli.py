@@ -155,3 +155,15 @@ def test_compare_writes_report(tmp_path):
     before = (out / "hebbian" / "seed0" / "metrics.json").stat().st_mtime_ns
     assert runner.invoke(app, args).exit_code == 0
     assert (out / "hebbian" / "seed0" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_compare_set_overrides_a_config_value_and_rejects_unknown_keys(tmp_path):
+    args = ["compare", "split-mnist", "--learners", "random-lda", "--seeds", "1", "--train-size", "600", "--test-size", "200",
+            "--device", "cpu", "--out", str(tmp_path / "c")]
+    result = runner.invoke(app, args + ["--set", "model.widths=[64]"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "c" / "random-lda" / "seed0" / "config.json").read_text())
+    assert config["config"]["model"]["widths"] == [64] and config["run"]["overrides"] == {"model": {"widths": [64]}}
+    for bad, message in (("model.widths", "SECTION.KEY=VALUE"), ("model.depth=3", "no config key model.depth")):
+        result = runner.invoke(app, args[:-1] + [str(tmp_path / "d"), "--set", bad])
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -1,5 +1,6 @@
 """The streaming LDA readout: exact statistics, order independence, Avalanche agreement, strategy."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -81,14 +82,88 @@ def test_strategy_matches_avalanche_streaming_lda_on_a_tiny_stream():
     assert ours == pytest.approx(theirs, abs=0.03)
 
 
-def test_random_lda_runs_a_split_mnist_stream_and_is_not_exported(tmp_path):
+def test_numpy_classifier_of_the_edge_equals_the_readout_solve():
+    from hebbedge.export import edge
+
+    x, y = data()
+    lda = LDAReadout(6, 4, shrinkage=0.05)
+    lda.accumulate(x, y)
+    w, b = lda.solve()
+    w_np, b_np = edge.lda_classifier(lda.count.numpy(), lda.total.numpy(), lda.moment.numpy(), 0.05)
+    assert edge.UNSEEN == UNSEEN
+    assert np.allclose(w_np, w.T.numpy(), rtol=1e-6) and np.allclose(b_np, b.numpy(), rtol=1e-6)
+
+
+def test_readout_run_exports_and_keeps_learning_on_the_edge_like_pytorch(tmp_path):
+    """Host: two Split-MNIST experiences; edge: a third through update.onnx. The edge's sums equal the
+    PyTorch readout's after the same data, and so do its predictions."""
+    from test_continual import quick
+
+    from hebbedge.continual import run_stream
+    from hebbedge.export.edge import EdgeModel
+    from hebbedge.export.onnx import export_run, load_run, stream_arrays
+
+    run_stream(quick("random-lda", experiences=2), tmp_path / "run", torch.device("cpu"), progress=False)
+    meta = export_run(tmp_path / "run", tmp_path / "edge")
+    assert meta["update"]["kind"] == "lda" and meta["update"]["names"] == ["count", "total", "moment"]
+    model, _ = load_run(tmp_path / "run")
+    model.eval()
+    files = stream_arrays("split-mnist", tmp_path / "data", seed=1, train_size=1500, test_size=500)
+    with np.load(files[2]) as z:  # exp2-train: the third experience, new classes
+        x, y = z["x"], z["y"]
+    edge = EdgeModel(tmp_path / "edge")
+    before = edge.logits(x[:50])
+    edge_before = edge.accuracy(x, y)
+    standardised = (torch.from_numpy(x).float() / 255 - 0.1307) / 0.3081
+    assert np.allclose(before, model(standardised[:50]).detach().numpy(), atol=1e-3)
+    assert edge.adapt(x, y, batch_size=64, shuffle_seed=None) == -(-len(x) // 64)
+    edge.save()
+    with torch.no_grad():
+        model[1].accumulate(model[0](standardised), torch.from_numpy(y))
+    for name in ("count", "total", "moment"):
+        assert np.allclose(edge.state[name], getattr(model[1], name).numpy(), rtol=1e-5, atol=1e-4), name  # float32 features, summed
+    again = EdgeModel(tmp_path / "edge")  # the saved state and classifier, reloaded
+    assert np.array_equal(again.state["count"], model[1].count.numpy())
+    with np.load(files[7]) as z:  # exp2-test
+        xt, yt = z["x"], z["y"]
+    theirs = model(((torch.from_numpy(xt).float() / 255) - 0.1307) / 0.3081).argmax(1).numpy()
+    assert (again.predict(xt) == theirs).mean() > 0.99
+    assert edge_before == 0.0 and again.accuracy(xt, yt) > 0.8  # classes unseen on the host, learned on the edge
+
+
+def test_avalanche_slda_runs_are_not_exported(tmp_path):
     from test_continual import quick
 
     from hebbedge.continual import run_stream
     from hebbedge.export.onnx import export_run
 
-    results = run_stream(quick("random-lda"), tmp_path / "run", torch.device("cpu"), progress=False)
-    matrix = results["protocols"]["class-incremental"]["matrix"]
-    assert len(matrix) == 5 and min(matrix[-1]) > 0.5  # every pair of digits kept, one head (chance 0.1)
-    with pytest.raises(ValueError, match="exporting 'random-lda' runs is not supported yet"):
+    run_stream(quick("slda", experiences=1), tmp_path / "run", torch.device("cpu"), progress=False)
+    with pytest.raises(ValueError, match="exporting 'slda' runs is not supported yet"):
         export_run(tmp_path / "run", tmp_path / "edge")
+
+
+def test_softhebb_lda_pretrains_on_the_host_data_from_the_controls_start(tmp_path):
+    """On a transfer scenario the learner's features are the control's initial features after label-free
+    SoftHebb learning on the host dataset; neither changes during the stream."""
+    from test_continual import quick
+    from test_data import make_dataset
+
+    from hebbedge.continual import StreamRun, run_stream
+
+    make_dataset(tmp_path / "data" / "fashion-mnist", n_train=300, n_test=10)  # a stand-in host dataset
+    run = lambda learner: StreamRun("split-mnist-from-fmnist", learner, seed=1, train_size=1500, test_size=500)
+    weights = {}
+    for learner in ("random-lda", "softhebb-lda"):
+        results = run_stream(run(learner), tmp_path / learner, torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
+        assert min(results["protocols"]["class-incremental"]["matrix"][-1]) > 0.3
+        weights[learner] = torch.load(tmp_path / learner / "model.pt")["0.0.weight"]
+    torch.manual_seed(1)
+    from hebbedge.continual import readout_features
+    from hebbedge.scenarios import load_config
+
+    start, width = readout_features(load_config("split-mnist-from-fmnist"), (1, 28, 28), 10)
+    assert width == 16 * 4 * 4
+    assert torch.equal(weights["random-lda"], start[0].weight)
+    assert not torch.allclose(weights["softhebb-lda"], start[0].weight)
+    with pytest.raises(ValueError, match="use a transfer scenario .*split-mnist-from-fmnist"):
+        run_stream(quick("softhebb-lda"), tmp_path / "plain", torch.device("cpu"), progress=False)

@@ -84,7 +84,8 @@ def check_split(bm, n_exp=5, all_classes=range(10)):
 
 def test_registry():
     assert list(SCENARIOS) == ["split-mnist", "permuted-mnist", "rotated-mnist",
-                               "split-fashion-mnist", "split-cifar10"]
+                               "split-fashion-mnist", "split-cifar10", "split-mnist-from-fmnist", "split-fmnist-from-mnist"]
+    assert [s.pretrain for s in SCENARIOS.values()] == [None] * 5 + ["fashion-mnist", "mnist"]
     for name, spec in SCENARIOS.items():
         assert isinstance(spec, ScenarioSpec) and spec.name == name and spec.n_experiences == 5
         assert spec.protocol == ("class-incremental" if spec.kind == "split" else "domain-incremental")
@@ -273,7 +274,8 @@ def test_missing_cifar10(isolated):
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_load_config(name):
     cfg = load_config(name)
-    assert set(cfg) == {"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"}
+    transfer = SCENARIOS[name].pretrain is not None
+    assert set(cfg) == {"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"} | ({"readout"} if transfer else set())
     assert {"eta", "readout_eta", "temperature", "q", "radius"} <= set(cfg["unsupervised"])
     assert cfg["stream"] == {"n_experiences": SCENARIOS[name].n_experiences, "epochs": 1,
                              "batch_size": 64, "eval_batch_size": 1000}
@@ -290,3 +292,11 @@ def test_load_config(name):
                 cfg["hebbian"]["dropout"], cfg["hebbian"]["eta"]) == ("adamw", 0.01, 0.003, 0.3, 1e-4)
         assert (cfg["backprop"]["optimizer"], cfg["backprop"]["lr"],
                 cfg["backprop"]["dropout"]) == ("adam", 1e-4, 0.1)
+
+
+def test_a_transfer_config_is_its_base_stream_config_plus_a_readout_section():
+    for name, base in (("split-mnist-from-fmnist", "split-mnist"), ("split-fmnist-from-mnist", "split-fashion-mnist")):
+        cfg = load_config(name)
+        readout = cfg.pop("readout")
+        assert cfg == load_config(base) and SCENARIOS[name].dataset == SCENARIOS[base].dataset
+        assert readout["arch"] == "conv" and readout["channels"] > 0
