@@ -31,7 +31,7 @@ import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge.files import atomic_write, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge import data
-from hebbedge.models import random_features_, softhebb_init_, thesis_conv, thesis_linear
+from hebbedge.models import AdaptiveAvgPool, random_features_, softhebb_init_, thesis_conv, thesis_linear
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 from hebbedge.scenarios import SCENARIOS, load_config, make_stream
 from hebbedge.readout import LDAReadout
@@ -117,7 +117,8 @@ def readout_features(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tu
     # data would be the one part of the features the random control does not share.
     block = softhebb_block(in_shape[0], r["channels"], r["kernel"], "max", r["inv_tau"], r["eta"], r["triangle"],
                            r["radius"], batchnorm=False)
-    return nn.Sequential(*block, nn.AdaptiveAvgPool2d(r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
+    pooled = (in_shape[1] + 2 - 4) // 2 + 1  # the block's max-pool: kernel 4, stride 2, padding 1
+    return nn.Sequential(*block, AdaptiveAvgPool(pooled, r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
 
 
 def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int) -> torch.Tensor:

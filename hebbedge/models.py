@@ -110,6 +110,31 @@ def thesis_conv(
     return nn.Sequential(*layers)
 
 
+class AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(out_size)`` for square inputs of a known size, as two matrix products over the
+    same windows (rows floor(i*n/m) to ceil((i+1)*n/m)). The op itself has no ONNX export when m does not
+    divide n; matrix products always do."""
+
+    matrix: torch.Tensor
+
+    def __init__(self, in_size: int, out_size: int) -> None:
+        super().__init__()
+        if not 0 < out_size <= in_size:
+            raise ValueError(f"pooling {in_size} positions to {out_size} needs 0 < out_size <= in_size")
+        p = torch.zeros(out_size, in_size)
+        for i in range(out_size):
+            start, end = i * in_size // out_size, -(-(i + 1) * in_size // out_size)
+            p[i, start:end] = 1.0 / (end - start)
+        self.register_buffer("matrix", p, persistent=False)  # derived from the sizes: not part of the state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.matrix.to(x.dtype)
+        return p @ x @ p.T
+
+    def extra_repr(self) -> str:
+        return f"in_size={self.matrix.shape[1]}, out_size={self.matrix.shape[0]}"
+
+
 def random_features_(model: nn.Module) -> nn.Module:
     """Make `model` its own random-features control: every Hebbian layer but the readout stops
     learning (eta = 0: W_eff = W, and no local rule runs), so the hidden weights stay at their

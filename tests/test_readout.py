@@ -167,3 +167,23 @@ def test_softhebb_lda_pretrains_on_the_host_data_from_the_controls_start(tmp_pat
     assert not torch.allclose(weights["softhebb-lda"], start[0].weight)
     with pytest.raises(ValueError, match="use a transfer scenario .*split-mnist-from-fmnist"):
         run_stream(quick("softhebb-lda"), tmp_path / "plain", torch.device("cpu"), progress=False)
+
+    # The conv features export too (their pooling as matrix products): ONNX Runtime predicts what PyTorch does.
+    from hebbedge.export.edge import EdgeModel
+    from hebbedge.export.onnx import export_run, load_run
+
+    export_run(tmp_path / "softhebb-lda", tmp_path / "edge")
+    model, _ = load_run(tmp_path / "softhebb-lda")
+    images = torch.rand(8, 1, 28, 28)
+    ours = EdgeModel(tmp_path / "edge").logits(images.numpy())
+    assert np.allclose(ours, model.eval()((images - 0.1307) / 0.3081).detach().numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("in_size,out_size", [(14, 4), (14, 5), (7, 7), (28, 3), (5, 1)])
+def test_matrix_pooling_equals_adaptive_average_pooling_in_float64(in_size, out_size):
+    import torch.nn.functional as F
+
+    from hebbedge.models import AdaptiveAvgPool
+
+    x = torch.randn(2, 3, in_size, in_size, dtype=torch.float64)
+    assert torch.allclose(AdaptiveAvgPool(in_size, out_size)(x), F.adaptive_avg_pool2d(x, out_size), atol=1e-12)
