@@ -132,15 +132,16 @@ def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int)
 
 
 def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: dict, data_dir: str | None, progress: bool) -> None:
-    """Label-free Hebbian learning of `features` on the scenario's host data, before the stream;
-    the features stay fixed afterwards, so the readout's statistics never go stale."""
+    """Label-free Hebbian learning of `features` on the scenario's host data (cut to `run.train_size`
+    like the stream, for quick runs), before the stream; the features stay fixed afterwards, so the
+    readout's statistics never go stale."""
     host = SCENARIOS[run.scenario].pretrain
     if host is None or "readout" not in cfg:
         transfer = [name for name, spec in SCENARIOS.items() if spec.pretrain]
         raise ValueError(f"{run.learner!r} pre-trains its features on host data before the stream: use a transfer "
                          f"scenario ({', '.join(transfer)}), not {run.scenario!r}")
     r = cfg["readout"]
-    x = host_images(host, data_dir, run.train_size, run.seed)
+    x = host_images(host, data_dir, run.train_size, run.seed).to(next(features.buffers()).device)
     g = torch.Generator().manual_seed(run.seed)
     for epoch in range(r["pretrain_epochs"]):
         unsupervised_epoch(features, x, g, r["pretrain_batch_size"], desc=f"pre-train on {host} {epoch + 1}/{r['pretrain_epochs']}",
