@@ -100,10 +100,10 @@ def scenarios() -> None:
 
     typer.echo("i.i.d. (hebbedge train):")
     for name in IID_SCENARIOS:
-        typer.echo(f"  {name:20s} the whole {name} training set, shuffled")
+        typer.echo(f"  {name:24s} the whole {name} training set, shuffled")
     typer.echo("streams (hebbedge train / compare):")
     for spec in SCENARIOS.values():
-        typer.echo(f"  {spec.name:20s} {spec.n_experiences} experiences; {spec.description}")
+        typer.echo(f"  {spec.name:24s} {spec.n_experiences} experiences; {spec.description}")
 
 
 @app.command()
