@@ -73,6 +73,26 @@ def plot_experience_curves(matrices: dict[str, list[list[float]]], protocol: str
     return out
 
 
+def plot_final_accuracy(results: dict[str, list[dict]], path: str | Path) -> Path:
+    """Final average accuracy per learner, one panel per protocol: a bar at the mean over seeds and a dot per seed."""
+    learners = list(results)
+    protocols = list(results[learners[0]][0]["protocols"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(1.2 + 1.1 * len(learners) * len(protocols), 3.4), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        for k, learner in enumerate(learners):
+            accs = [100 * r["protocols"][protocol]["final_avg_acc"] for r in results[learner]]
+            ax.bar(k, sum(accs) / len(accs), color="C0", alpha=0.5)
+            ax.plot([k] * len(accs), accs, "o", ms=3, color="C3")
+        low = min(100 * r["protocols"][protocol]["final_avg_acc"] for runs in results.values() for r in runs)
+        ax.set(title=protocol, ylabel="final average accuracy (%)", ylim=(max(0, low - 5), 100))
+        ax.set_xticks(range(len(learners)), learners, rotation=30, ha="right", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out
+
+
 def plot_scaling(result: dict, path: str | Path) -> Path:
     """Step time and peak memory of the linear net against batch size and width, one line per mode."""
     from hebbedge.speed import BATCHES, SCALING_MODES, WIDTHS

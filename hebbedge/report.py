@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from hebbedge.continual import StreamRun, run_stream
 from hebbedge.files import atomic_write, save_json
-from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves
+from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves, plot_final_accuracy
 
 METRICS = ("final_avg_acc", "forgetting", "bwt")
 
@@ -92,6 +92,7 @@ def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> di
     first = {learner: runs[0]["protocols"] for learner, runs in results.items()}
     matrices = {learner: {p: v["matrix"] for p, v in protocols.items()} for learner, protocols in first.items()}
     plot_accuracy_matrices(matrices, out / "accuracy_matrices.png")
+    plot_final_accuracy(results, out / "final_accuracy.png")
     for p in next(iter(first.values())):
         plot_experience_curves({learner: m[p] for learner, m in matrices.items()}, p, out / f"experience_accuracy_{p}.png")
     return record

@@ -149,7 +149,7 @@ def test_compare_writes_report(tmp_path):
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2  # header + learners x seeds x protocols
     assert "task-aware: final avg acc" in (out / "report.md").read_text()
-    for png in ("accuracy_matrices.png", "experience_accuracy_class-incremental.png", "experience_accuracy_task-aware.png"):
+    for png in ("accuracy_matrices.png", "final_accuracy.png", "experience_accuracy_class-incremental.png", "experience_accuracy_task-aware.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # Finished runs are read back, not trained again.
     before = (out / "hebbian" / "seed0" / "metrics.json").stat().st_mtime_ns
