@@ -100,16 +100,21 @@ class _NoOptimizer:
 
 
 class ReadoutStrategy(SupervisedTemplate):
-    """Fixed features and an `LDAReadout`: each minibatch only adds to the readout's sums.
+    """Features and an `LDAReadout`: each minibatch adds to the readout's sums.
 
     Overrides forward (features without gradients, then the readout), backward (nothing) and
-    optimizer_step (the readout accumulates the minibatch).
+    optimizer_step (the readout accumulates the minibatch). The features are fixed, unless
+    `plastic`: then their Hebbian layers keep learning label-free after each minibatch (C frozen), and
+    the sums already stored describe features that have since changed.
     """
 
-    def __init__(self, *, features: nn.Module, readout: nn.Module, train_mb_size: int = 64, train_epochs: int = 1,
-                 eval_mb_size: int = 1000, device: str | torch.device = "cpu",
+    def __init__(self, *, features: nn.Module, readout: nn.Module, plastic: bool = False, train_mb_size: int = 64,
+                 train_epochs: int = 1, eval_mb_size: int = 1000, device: str | torch.device = "cpu",
                  plugins: Sequence[SupervisedPlugin] | None = None, evaluator=default_evaluator, eval_every: int = -1) -> None:
         self.features, self.readout = features, readout
+        self.feature_learner = HebbianLearner(features) if plastic else None
+        if self.feature_learner is not None:
+            self.feature_learner.freeze_c()
         super().__init__(model=nn.Sequential(features, readout), optimizer=_NoOptimizer(), criterion=nn.CrossEntropyLoss(),
                          train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
                          plugins=plugins, evaluator=evaluator, eval_every=eval_every)
@@ -118,7 +123,8 @@ class ReadoutStrategy(SupervisedTemplate):
         pass
 
     def forward(self):
-        self.features.eval()  # never trained: no dropout either
+        # Training mode only for plastic features while training (the Hebbian layers cache for their rule).
+        self.features.train(self.is_training and self.feature_learner is not None)
         with torch.no_grad():
             self.mb_features = self.features(self.mb_x)
         return self.readout(self.mb_features)
@@ -128,3 +134,5 @@ class ReadoutStrategy(SupervisedTemplate):
 
     def optimizer_step(self) -> None:
         self.readout.accumulate(self.mb_features, self.mb_y)
+        if self.feature_learner is not None:  # label-free: the rules get no labels
+            self.feature_learner.local_update(torch.zeros_like(self.mb_y))

@@ -151,12 +151,16 @@ def test_softhebb_lda_pretrains_on_the_host_data_from_the_controls_start(tmp_pat
     from hebbedge.continual import StreamRun, run_stream
 
     make_dataset(tmp_path / "data" / "fashion-mnist", n_train=300, n_test=10)  # a stand-in host dataset
-    run = lambda learner: StreamRun("split-mnist-from-fmnist", learner, seed=1, train_size=1500, test_size=500)
+    run = lambda learner, **kw: StreamRun("split-mnist-from-fmnist", learner, seed=1, train_size=1500, test_size=500, **kw)
     weights = {}
     for learner in ("random-lda", "softhebb-lda"):
         results = run_stream(run(learner), tmp_path / learner, torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
         assert min(results["protocols"]["class-incremental"]["matrix"][-1]) > 0.3
         weights[learner] = torch.load(tmp_path / learner / "model.pt")["0.0.weight"]
+    # With learn_on_stream the same pre-trained block keeps learning during the stream.
+    plastic = run("softhebb-lda", overrides={"readout": {"learn_on_stream": True}})
+    run_stream(plastic, tmp_path / "plastic", torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
+    assert not torch.allclose(torch.load(tmp_path / "plastic" / "model.pt")["0.0.weight"], weights["softhebb-lda"])
     torch.manual_seed(1)
     from hebbedge.continual import readout_features
     from hebbedge.scenarios import load_config
