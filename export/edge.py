@@ -117,7 +117,9 @@ class EdgeModel:
         x = self.images(x)
         y = self.labels(y, len(x))
         order = np.random.default_rng(shuffle_seed).permutation(len(x)) if shuffle_seed is not None else np.arange(len(x))
-        names = self.meta["update"]["names"]
+        update = self.meta["update"]
+        # (Exports written before readouts existed list no names: a Hebbian network's W_i then M_i.)
+        names = update.get("names") or [f"{k}{i}" for k in "WM" for i in range(update["layers"])]
         smallest = 1 if self.learns_readout else 2
         state, steps = dict(self.state), 0
         for i in range(0, len(x), batch_size):

@@ -1,5 +1,6 @@
 """ONNX export and the edge runtime: equal to PyTorch, learns like PyTorch, runs without torch."""
 
+import json
 import subprocess
 import sys
 
@@ -69,6 +70,21 @@ def test_onnx_learning_steps_equal_pytorch_frozen_steps(exported):
     expected = state_of(learner.model)
     assert max(np.abs(edge.state[k] - expected[k]).max() for k in expected) < 1e-4
     assert any(np.abs(edge.state[k] - v).max() > 1e-3 for k, v in np.load(path / "state.npz").items())  # it learned
+
+
+def test_an_export_from_before_readouts_still_learns(exported):
+    """metadata.json of earlier exports has no update "names" (nor "kind"): W_i then M_i are assumed."""
+    _, path = exported
+    meta = json.loads((path / "metadata.json").read_text())
+    reference = EdgeModel(path)
+    for key in ("names", "kind"):
+        del meta["update"][key]
+    (path / "metadata.json").write_text(json.dumps(meta))
+    old = EdgeModel(path)
+    x, y = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32), np.arange(8) % 10
+    old.adapt(x, y, batch_size=8)
+    reference.adapt(x, y, batch_size=8)
+    assert not old.learns_readout and all(np.array_equal(old.state[k], v) for k, v in reference.state.items())
 
 
 def test_save_writes_new_weights_into_the_inference_model(exported):
