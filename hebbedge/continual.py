@@ -189,8 +189,8 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
         if run.learner in PRETRAINED_LDA_LEARNERS and pretrain:
             pretrain_features(features, run, cfg, data_dir, progress)
         # random-lda is the floor: the same readout on never-trained features.
-        plastic = run.learner in PRETRAINED_LDA_LEARNERS and cfg["readout"].get("learn_on_stream", False)
-        return ReadoutStrategy(features=features, readout=LDAReadout(width, n_classes, shrinkage), plastic=plastic,
+        plastic = cfg["readout"].get("learn_experiences", 0) if run.learner in PRETRAINED_LDA_LEARNERS else 0
+        return ReadoutStrategy(features=features, readout=LDAReadout(width, n_classes, shrinkage), plastic_experiences=plastic,
                                plugins=plugins, **common)
     if run.learner in UNSUPERVISED_LEARNERS:
         return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)

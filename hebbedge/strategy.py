@@ -103,16 +103,18 @@ class ReadoutStrategy(SupervisedTemplate):
     """Features and an `LDAReadout`: each minibatch adds to the readout's sums.
 
     Overrides forward (features without gradients, then the readout), backward (nothing) and
-    optimizer_step (the readout accumulates the minibatch). The features are fixed, unless
-    `plastic`: then their Hebbian layers keep learning label-free after each minibatch (C frozen), and
-    the sums already stored describe features that have since changed.
+    optimizer_step (the readout accumulates the minibatch). The features are fixed, except during
+    the first `plastic_experiences` experiences of the stream: there their Hebbian layers keep learning
+    label-free after each minibatch (C frozen), and the sums already stored describe features that
+    have since changed.
     """
 
-    def __init__(self, *, features: nn.Module, readout: nn.Module, plastic: bool = False, train_mb_size: int = 64,
+    def __init__(self, *, features: nn.Module, readout: nn.Module, plastic_experiences: int = 0, train_mb_size: int = 64,
                  train_epochs: int = 1, eval_mb_size: int = 1000, device: str | torch.device = "cpu",
                  plugins: Sequence[SupervisedPlugin] | None = None, evaluator=default_evaluator, eval_every: int = -1) -> None:
         self.features, self.readout = features, readout
-        self.feature_learner = HebbianLearner(features) if plastic else None
+        self.plastic_experiences = plastic_experiences
+        self.feature_learner = HebbianLearner(features) if plastic_experiences > 0 else None
         if self.feature_learner is not None:
             self.feature_learner.freeze_c()
         super().__init__(model=nn.Sequential(features, readout), optimizer=_NoOptimizer(), criterion=nn.CrossEntropyLoss(),
@@ -122,9 +124,13 @@ class ReadoutStrategy(SupervisedTemplate):
     def make_optimizer(self, **kwargs) -> None:
         pass
 
+    @property
+    def features_learn(self) -> bool:
+        return self.is_training and self.experience.current_experience < self.plastic_experiences
+
     def forward(self):
-        # Training mode only for plastic features while training (the Hebbian layers cache for their rule).
-        self.features.train(self.is_training and self.feature_learner is not None)
+        # Training mode only while the features learn (the Hebbian layers then cache for their rule).
+        self.features.train(self.features_learn)
         with torch.no_grad():
             self.mb_features = self.features(self.mb_x)
         return self.readout(self.mb_features)
@@ -134,5 +140,5 @@ class ReadoutStrategy(SupervisedTemplate):
 
     def optimizer_step(self) -> None:
         self.readout.accumulate(self.mb_features, self.mb_y)
-        if self.feature_learner is not None:  # label-free: the rules get no labels
+        if self.features_learn:  # label-free: the rules get no labels
             self.feature_learner.local_update(torch.zeros_like(self.mb_y))

@@ -157,8 +157,8 @@ def test_softhebb_lda_pretrains_on_the_host_data_from_the_controls_start(tmp_pat
         results = run_stream(run(learner), tmp_path / learner, torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
         assert min(results["protocols"]["class-incremental"]["matrix"][-1]) > 0.3
         weights[learner] = torch.load(tmp_path / learner / "model.pt")["0.0.weight"]
-    # With learn_on_stream the same pre-trained block keeps learning during the stream.
-    plastic = run("softhebb-lda", overrides={"readout": {"learn_on_stream": True}})
+    # With learn_experiences the same pre-trained block keeps learning during the stream.
+    plastic = run("softhebb-lda", overrides={"readout": {"learn_experiences": 5}})
     run_stream(plastic, tmp_path / "plastic", torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
     assert not torch.allclose(torch.load(tmp_path / "plastic" / "model.pt")["0.0.weight"], weights["softhebb-lda"])
     torch.manual_seed(1)
@@ -191,3 +191,21 @@ def test_matrix_pooling_equals_adaptive_average_pooling_in_float64(in_size, out_
 
     x = torch.randn(2, 3, in_size, in_size, dtype=torch.float64)
     assert torch.allclose(AdaptiveAvgPool(in_size, out_size)(x), F.adaptive_avg_pool2d(x, out_size), atol=1e-12)
+
+
+def test_features_learn_only_during_the_first_plastic_experiences():
+    """plastic_experiences=1: the Hebbian features learn (label-free) during experience 0 and are fixed after it."""
+    from hebbedge.layers import HebbLinear
+    from hebbedge.rules import SoftHebbRule
+
+    bm = tiny_benchmark()
+    torch.manual_seed(0)
+    layer = HebbLinear(16, 8, activation=None, rule=SoftHebbRule(), eta=0.05, beta=0.0, post=None)
+    strategy = ReadoutStrategy(features=nn.Sequential(nn.Flatten(), layer), readout=LDAReadout(8, 4), plastic_experiences=1,
+                               train_mb_size=16, eval_mb_size=64, evaluator=EvaluationPlugin(loggers=[]))
+    start = layer.weight.clone()
+    strategy.train(bm.train_stream[0])
+    after_first = layer.weight.clone()
+    strategy.train(bm.train_stream[1])
+    assert not torch.equal(after_first, start) and torch.equal(layer.weight, after_first)
+    assert strategy.readout.count.sum() == sum(len(e.dataset) for e in bm.train_stream)  # the readout summed every sample
