@@ -218,7 +218,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
 
     Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
     """
-    from hebbedge.continual import HEBBIAN_LEARNERS, PRETRAINED_LDA_LEARNERS, UNSUPERVISED_LEARNERS, build_model, readout_features
+    from hebbedge.continual import HEBBIAN_LEARNERS, READOUT_LEARNERS, UNSUPERVISED_LEARNERS, build_model, readout_model
     from hebbedge.models import random_features_
     from hebbedge.scenarios import SCENARIOS
     from hebbedge.train import TrainConfig, build
@@ -227,18 +227,15 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
     if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
         info = json.loads((run_dir / "config.json").read_text())
         run, cfg = info["run"], info["config"]
-        readout_learners = ("random-lda",) + PRETRAINED_LDA_LEARNERS
         if run["learner"] in UNSUPERVISED_LEARNERS + ("slda",):
             raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; export works for "
-                             f"{', '.join(HEBBIAN_LEARNERS + readout_learners)} and the backprop baselines trained by gradients")
+                             f"{', '.join(HEBBIAN_LEARNERS + READOUT_LEARNERS)} and the backprop baselines trained by gradients")
         dataset = SCENARIOS[run["scenario"]].dataset
         hebbian = run["learner"] in HEBBIAN_LEARNERS
         section = cfg["hebbian"] if hebbian else cfg["backprop"]
         in_shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
-        if run["learner"] in readout_learners:  # fixed features and the LDA readout's sums
-            features, width = readout_features(cfg, in_shape, 10)
-            shrinkage = cfg.get("readout", {}).get("shrinkage", section.get("slda_shrinkage", 1e-4))
-            model = nn.Sequential(features, LDAReadout(width, 10, shrinkage))
+        if run["learner"] in READOUT_LEARNERS:  # fixed features and the LDA readout's sums
+            model = nn.Sequential(*readout_model(cfg, in_shape, 10))
         else:
             model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
         model.load_state_dict(torch.load(run_dir / "model.pt"))

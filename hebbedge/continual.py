@@ -44,6 +44,7 @@ UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidd
 HYBRID_LEARNERS = ("hybrid-bottom-hebb", "hybrid-top-hebb")  # Hebbian and backprop layers in one stack
 LDA_LEARNERS = ("slda", "random-lda")  # fixed random features + a streaming LDA readout (Avalanche's, this library's)
 PRETRAINED_LDA_LEARNERS = ("softhebb-lda",)  # features pre-trained on the scenario's host data, then the same readout
+READOUT_LEARNERS = ("random-lda",) + PRETRAINED_LDA_LEARNERS  # models of (features, LDAReadout): ``readout_model``
 BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint") + LDA_LEARNERS
 CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES + PRETRAINED_LDA_LEARNERS
 
@@ -121,14 +122,20 @@ def readout_features(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tu
     return nn.Sequential(*block, AdaptiveAvgPool(pooled, r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
 
 
+def readout_model(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, LDAReadout]:
+    """The readout learners' features (random weights, see ``readout_features``) and their empty LDA readout."""
+    features, width = readout_features(cfg, in_shape, n_classes)
+    shrinkage = cfg.get("readout", {}).get("shrinkage", cfg["backprop"].get("slda_shrinkage", 1e-4))
+    return features, LDAReadout(width, n_classes, shrinkage)
+
+
 def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int) -> torch.Tensor:
     """The host dataset's training images, standardised with its own statistics (labels are not
-    read), cut to the first `size` of a per-seed shuffle."""
-    x, _ = data.load_split(dataset, True, data_dir)
+    used), cut to the first `size` of a per-seed shuffle."""
+    x, _ = data.load_standardised(dataset, True, data_dir)
     if size is not None and size < len(x):
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]]
-    mean, std = data.MEAN_STD[dataset]
-    return (x - mean) / std
+    return x
 
 
 def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: dict, data_dir: str | None, progress: bool) -> None:
@@ -180,18 +187,16 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
     b = cfg["backprop"]
     if run.learner in LDA_LEARNERS + PRETRAINED_LDA_LEARNERS:
         # Built first, so that at equal seeds the control and the pre-trained learner start from the same weights.
-        features, width = readout_features(cfg, in_shape, n_classes)
+        features, readout = readout_model(cfg, in_shape, n_classes)
         features = features.to(device).eval()
-        shrinkage = cfg.get("readout", {}).get("shrinkage", b.get("slda_shrinkage", 1e-4))
         if run.learner == "slda":  # Avalanche's per-sample streaming LDA, on the same fixed features
-            return StreamingLDA(slda_model=features, criterion=nn.CrossEntropyLoss(), input_size=width, num_classes=n_classes,
-                                shrinkage_param=shrinkage, plugins=plugins, **common)
+            return StreamingLDA(slda_model=features, criterion=nn.CrossEntropyLoss(), input_size=readout.n_features,
+                                num_classes=n_classes, shrinkage_param=readout.shrinkage, plugins=plugins, **common)
         if run.learner in PRETRAINED_LDA_LEARNERS and pretrain:
             pretrain_features(features, run, cfg, data_dir, progress)
         # random-lda is the floor: the same readout on never-trained features.
         plastic = cfg["readout"].get("learn_experiences", 0) if run.learner in PRETRAINED_LDA_LEARNERS else 0
-        return ReadoutStrategy(features=features, readout=LDAReadout(width, n_classes, shrinkage), plastic_experiences=plastic,
-                               plugins=plugins, **common)
+        return ReadoutStrategy(features=features, readout=readout, plastic_experiences=plastic, plugins=plugins, **common)
     if run.learner in UNSUPERVISED_LEARNERS:
         return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
     if run.learner in HYBRID_LEARNERS:

@@ -147,6 +147,13 @@ def load_split(name: str, train: bool, data_dir: str | Path | None = None,
     return images.unsqueeze(1).float().div_(255), labels.long()
 
 
+def load_standardised(name: str, train: bool, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``load_split``'s images standardised with the dataset's mean/std (MEAN_STD), and its labels."""
+    x, y = load_split(name, train, data_dir)
+    mean, std = MEAN_STD[name]
+    return (x - mean) / std, y
+
+
 def _cifar10_candidates(data_dir: str | Path | None) -> list[Path]:
     """Every folder that may hold CIFAR-10's six python batches, in search order."""
     out = []

@@ -264,7 +264,7 @@ class _L2PendingLinear(torch.autograd.Function):
         inv = layer.write_pending_(w_eff)
         u = x @ w_eff.T
         ctx.save_for_backward(x, w_eff, layer.momentum, inv, c_post, c_pre, u)
-        ctx.eta, ctx.blocks = layer.eta, layer.row_blocks()
+        ctx.eta, ctx.layer = layer.eta, layer
         return u
 
     @staticmethod
@@ -273,9 +273,8 @@ class _L2PendingLinear(torch.autograd.Function):
         rho = (g * u).sum(0)
         scale = c_post * inv
         g_post, g_pre = torch.empty_like(c_post), torch.zeros_like(c_pre)
-        first = ctx.blocks[0]
-        scratch = w_eff.new_empty((first.stop - first.start, w_eff.shape[1]))  # one block of G, reused
-        for rows in ctx.blocks:
+        scratch = ctx.layer.block_scratch()  # one block of G, reused (W_eff has W's shape)
+        for rows in ctx.layer.row_blocks():
             g_blk = torch.mm(g[:, rows].T, x, out=scratch[:rows.stop - rows.start])  # G's rows
             dv = g_blk.addcmul_(w_eff[rows], rho[rows, None], value=-1).mul_(m[rows])  # (G - W_eff rho) * M
             torch.mv(dv, c_pre, out=g_post[rows])

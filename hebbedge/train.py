@@ -15,7 +15,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from hebbedge.backprop import BackpropLearner
-from hebbedge.data import MEAN_STD, load_split
+from hebbedge.data import load_standardised
 from hebbedge.files import save_checkpoint
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import random_features_, thesis_conv, thesis_linear
@@ -106,12 +106,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def load_normalised(dataset: str, device: torch.device, data_dir: str | None = None) -> tuple[torch.Tensor, ...]:
     """Train and test images standardised with the dataset's mean/std, on the device."""
-    mean, std = MEAN_STD[dataset]
-    out = []
-    for train in (True, False):
-        x, y = load_split(dataset, train, data_dir)
-        out += [((x - mean) / std).to(device), y.to(device)]
-    return tuple(out)
+    return tuple(t.to(device) for train in (True, False) for t in load_standardised(dataset, train, data_dir))
 
 
 def fit(
