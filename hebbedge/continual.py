@@ -148,6 +148,8 @@ def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: dict, data_d
         raise ValueError(f"{run.learner!r} pre-trains its features on host data before the stream: use a transfer "
                          f"scenario ({', '.join(transfer)}), not {run.scenario!r}")
     r = cfg["readout"]
+    if r["pretrain_epochs"] == 0:  # (in-stream learning only, e.g. the warm-up: no host data)
+        return
     x = host_images(host, data_dir, run.train_size, run.seed).to(next(features.buffers()).device)
     g = torch.Generator().manual_seed(run.seed)
     for epoch in range(r["pretrain_epochs"]):
@@ -195,8 +197,9 @@ def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classe
         if run.learner in PRETRAINED_LDA_LEARNERS and pretrain:
             pretrain_features(features, run, cfg, data_dir, progress)
         # random-lda is the floor: the same readout on never-trained features.
-        plastic = cfg["readout"].get("learn_experiences", 0) if run.learner in PRETRAINED_LDA_LEARNERS else 0
-        return ReadoutStrategy(features=features, readout=readout, plastic_experiences=plastic, plugins=plugins, **common)
+        r = cfg["readout"] if run.learner in PRETRAINED_LDA_LEARNERS else {}
+        return ReadoutStrategy(features=features, readout=readout, plastic_experiences=r.get("learn_experiences", 0),
+                               warmup=r.get("warmup", 0.0), plugins=plugins, **common)
     if run.learner in UNSUPERVISED_LEARNERS:
         return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
     if run.learner in HYBRID_LEARNERS:

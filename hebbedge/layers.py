@@ -36,6 +36,10 @@ class HebbLayer(nn.Module):
     """Shared machinery: pending update, commit, momentum, post-update normalisation."""
 
     BLOCK_ELEMENTS = 2**18  # 1 MB of float32 per block of rows (write_pending_): about an L2 cache
+    # The C-training op's backward takes G = g^T x in blocks of 8 MB: with K = batch small, a GEMM on a few
+    # hundred rows runs far slower than a whole-matrix one (2-core CPU, MKL), one on a thousand rows almost
+    # as fast (C training: 1.75 x SGD in `hebbedge bench speed`, 1.79 with 1 MB blocks).
+    GRAD_BLOCK_ELEMENTS = 2**21
 
     weight: torch.Tensor
     bias: torch.Tensor | None
@@ -128,16 +132,16 @@ class HebbLayer(nn.Module):
                 self.bias.copy_(self.effective_bias())
         self._pending, self._applied, self._learn_target = (self.weight, self.bias), True, target
 
-    def row_blocks(self) -> list[slice]:
-        """Output neurons in blocks of about BLOCK_ELEMENTS weights each (the last may be shorter)."""
+    def row_blocks(self, elements: int | None = None) -> list[slice]:
+        """Output neurons in blocks of about `elements` (default BLOCK_ELEMENTS) weights each (the last may be shorter)."""
         n = self.weight.shape[0]
-        step = max(1, self.BLOCK_ELEMENTS // self.weight[0].numel())
+        step = max(1, (elements or self.BLOCK_ELEMENTS) // self.weight[0].numel())
         return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
-    def block_scratch(self) -> torch.Tensor:
+    def block_scratch(self, elements: int | None = None) -> torch.Tensor:
         """One block of W's shape, allocated once per pass: allocating a fresh buffer per block would
         cost more (in page faults) than the arithmetic done on it."""
-        rows = self.row_blocks()[0]
+        rows = self.row_blocks(elements)[0]
         return self.weight.new_empty((rows.stop - rows.start, *self.weight.shape[1:]))
 
     @torch.no_grad()
@@ -273,8 +277,9 @@ class _L2PendingLinear(torch.autograd.Function):
         rho = (g * u).sum(0)
         scale = c_post * inv
         g_post, g_pre = torch.empty_like(c_post), torch.zeros_like(c_pre)
-        scratch = ctx.layer.block_scratch()  # one block of G, reused (W_eff has W's shape)
-        for rows in ctx.layer.row_blocks():
+        blocks = ctx.layer.GRAD_BLOCK_ELEMENTS
+        scratch = ctx.layer.block_scratch(blocks)  # one block of G, reused (W_eff has W's shape)
+        for rows in ctx.layer.row_blocks(blocks):
             g_blk = torch.mm(g[:, rows].T, x, out=scratch[:rows.stop - rows.start])  # G's rows
             dv = g_blk.addcmul_(w_eff[rows], rho[rows, None], value=-1).mul_(m[rows])  # (G - W_eff rho) * M
             torch.mv(dv, c_pre, out=g_post[rows])

@@ -62,7 +62,9 @@ def build_step(s: Setting) -> Callable[[], object]:
     if hebbian:
         learner = HebbianLearner(model)
         for layer in learner.layers:  # a non-zero momentum, so that the pending update is not trivially W
-            layer.momentum.copy_(1e-3 * torch.randn(layer.momentum.shape, generator=g))
+            for rows in layer.row_blocks():  # by blocks: a W-sized temporary would count in the peak memory
+                block = layer.momentum[rows]
+                block.copy_(torch.randn(block.shape, generator=g).mul_(1e-3))
         if s.mode == "frozen":
             learner.freeze_c()
     else:

@@ -8,6 +8,7 @@ are Avalanche's own.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Sequence
 
@@ -103,18 +104,25 @@ class ReadoutStrategy(SupervisedTemplate):
     """Features and an `LDAReadout`: each minibatch adds to the readout's sums.
 
     Overrides forward (features without gradients, then the readout), backward (nothing) and
-    optimizer_step (the readout accumulates the minibatch). The features are fixed, except during
-    the first `plastic_experiences` experiences of the stream: there their Hebbian layers keep learning
-    label-free after each minibatch (C frozen), and the sums already stored describe features that
-    have since changed.
+    optimizer_step (the readout accumulates the minibatch). The features are fixed, except:
+
+    - warm-up: the first minibatches of the first experience, `warmup` of its samples (rounded up to
+      whole minibatches), only teach the features (label-free, C frozen) and never reach the readout, so no sum is stored over features that
+      change afterwards (in-stream pre-training; each sample is still seen once);
+    - during the first `plastic_experiences` experiences of the stream their Hebbian layers keep
+      learning after each minibatch, and the sums already stored describe features that have since
+      changed.
     """
 
-    def __init__(self, *, features: nn.Module, readout: nn.Module, plastic_experiences: int = 0, train_mb_size: int = 64,
-                 train_epochs: int = 1, eval_mb_size: int = 1000, device: str | torch.device = "cpu",
+    def __init__(self, *, features: nn.Module, readout: nn.Module, plastic_experiences: int = 0, warmup: float = 0.0,
+                 train_mb_size: int = 64, train_epochs: int = 1, eval_mb_size: int = 1000, device: str | torch.device = "cpu",
                  plugins: Sequence[SupervisedPlugin] | None = None, evaluator=default_evaluator, eval_every: int = -1) -> None:
+        if not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the first experience in [0, 1), got {warmup}")
         self.features, self.readout = features, readout
-        self.plastic_experiences = plastic_experiences
-        self.feature_learner = HebbianLearner(features) if plastic_experiences > 0 else None
+        self.plastic_experiences, self.warmup = plastic_experiences, warmup
+        self.warmup_left: int | None = None  # samples of the first experience still to warm up on (set when it starts)
+        self.feature_learner = HebbianLearner(features) if plastic_experiences > 0 or warmup > 0 else None
         if self.feature_learner is not None:
             self.feature_learner.freeze_c()
         super().__init__(model=nn.Sequential(features, readout), optimizer=_NoOptimizer(), criterion=nn.CrossEntropyLoss(),
@@ -124,9 +132,18 @@ class ReadoutStrategy(SupervisedTemplate):
     def make_optimizer(self, **kwargs) -> None:
         pass
 
+    def _before_training_exp(self, **kwargs) -> None:
+        if self.warmup_left is None and self.experience.current_experience == 0:
+            self.warmup_left = math.ceil(self.warmup * len(self.experience.dataset))
+        super()._before_training_exp(**kwargs)
+
+    @property
+    def warming_up(self) -> bool:
+        return self.is_training and bool(self.warmup_left)
+
     @property
     def features_learn(self) -> bool:
-        return self.is_training and self.experience.current_experience < self.plastic_experiences
+        return self.warming_up or (self.is_training and self.experience.current_experience < self.plastic_experiences)
 
     def forward(self):
         # Training mode only while the features learn (the Hebbian layers then cache for their rule).
@@ -139,6 +156,10 @@ class ReadoutStrategy(SupervisedTemplate):
         pass
 
     def optimizer_step(self) -> None:
-        self.readout.accumulate(self.mb_features, self.mb_y)
-        if self.features_learn:  # label-free: the rules get no labels
+        learn = self.features_learn
+        if self.warming_up:
+            self.warmup_left = max(0, self.warmup_left - len(self.mb_y))
+        else:
+            self.readout.accumulate(self.mb_features, self.mb_y)
+        if learn:  # label-free: the rules get no labels
             self.feature_learner.local_update(torch.zeros_like(self.mb_y))

@@ -1,5 +1,7 @@
 """The streaming LDA readout: exact statistics, order independence, Avalanche agreement, strategy."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -161,6 +163,12 @@ def test_softhebb_lda_pretrains_on_the_host_data_from_the_controls_start(tmp_pat
     plastic = run("softhebb-lda", overrides={"readout": {"learn_experiences": 5}})
     run_stream(plastic, tmp_path / "plastic", torch.device("cpu"), data_dir=str(tmp_path / "data"), progress=False)
     assert not torch.allclose(torch.load(tmp_path / "plastic" / "model.pt")["0.0.weight"], weights["softhebb-lda"])
+    # With warmup the config's fraction of the first experience reaches the strategy (never summed).
+    from hebbedge.continual import make_strategy, run_config
+
+    warm = run("softhebb-lda", overrides={"readout": {"warmup": 0.25, "pretrain_epochs": 0}})
+    strategy = make_strategy(warm, run_config(warm), (1, 28, 28), 10, torch.device("cpu"), [], None, data_dir="/nonexistent")
+    assert strategy.warmup == 0.25 and strategy.plastic_experiences == 0
     torch.manual_seed(1)
     from hebbedge.continual import readout_features
     from hebbedge.scenarios import load_config
@@ -209,3 +217,26 @@ def test_features_learn_only_during_the_first_plastic_experiences():
     strategy.train(bm.train_stream[1])
     assert not torch.equal(after_first, start) and torch.equal(layer.weight, after_first)
     assert strategy.readout.count.sum() == sum(len(e.dataset) for e in bm.train_stream)  # the readout summed every sample
+
+
+def test_warmup_teaches_the_features_on_the_start_of_the_first_experience_only():
+    """warmup=0.5: the first half of experience 0 teaches the features (label-free) and is never summed;
+    from then on the features are fixed and the readout sums every sample."""
+    from hebbedge.layers import HebbLinear
+    from hebbedge.rules import SoftHebbRule
+
+    bm = tiny_benchmark()
+    torch.manual_seed(0)
+    layer = HebbLinear(16, 8, activation=None, rule=SoftHebbRule(), eta=0.05, beta=0.0, post=None)
+    strategy = ReadoutStrategy(features=nn.Sequential(nn.Flatten(), layer), readout=LDAReadout(8, 4), warmup=0.5,
+                               train_mb_size=8, eval_mb_size=64, evaluator=EvaluationPlugin(loggers=[]))
+    start, weights = layer.weight.clone(), []
+    strategy.readout.accumulate = lambda x, y, add=strategy.readout.accumulate: (weights.append(layer.weight.clone()), add(x, y))
+    strategy.train(bm.train_stream[0])
+    strategy.train(bm.train_stream[1])
+    warm = math.ceil(math.ceil(0.5 * len(bm.train_stream[0].dataset)) / 8) * 8  # whole minibatches of 8
+    assert strategy.readout.count.sum() == sum(len(e.dataset) for e in bm.train_stream) - warm
+    assert not torch.equal(weights[0], start)  # the warm-up changed the features before the first sum ...
+    assert all(torch.equal(w, weights[0]) for w in weights) and torch.equal(layer.weight, weights[0])  # ... and nothing after
+    with pytest.raises(ValueError, match="fraction of the first experience"):
+        ReadoutStrategy(features=nn.Flatten(), readout=LDAReadout(16, 4), warmup=1.0)
