@@ -107,8 +107,9 @@ class ReadoutStrategy(SupervisedTemplate):
     optimizer_step (the readout accumulates the minibatch). The features are fixed, except:
 
     - warm-up: the first minibatches of the first experience, `warmup` of its samples (rounded up to
-      whole minibatches), only teach the features (label-free, C frozen) and never reach the readout, so no sum is stored over features that
-      change afterwards (in-stream pre-training; each sample is still seen once);
+      whole minibatches), only teach the features (label-free, C frozen) and never reach the readout,
+      so no sum is stored over features that change afterwards (in-stream pre-training; each sample
+      is still seen once);
     - during the first `plastic_experiences` experiences of the stream their Hebbian layers keep
       learning after each minibatch, and the sums already stored describe features that have since
       changed.

@@ -31,7 +31,7 @@ def warm(learner: HebbianLearner, steps: int = 3) -> None:
 @pytest.mark.parametrize("blocks", [None, 24])
 @pytest.mark.parametrize("frozen", [False, True])
 def test_step_matches_reference_implementation_in_float64(frozen, blocks, monkeypatch):
-    if blocks is not None:  # several row blocks per layer (uneven: 10 rows of 12, 8 of 10), as in a wide net
+    if blocks is not None:  # several row blocks per layer, as in a wide net (the backward's last block shorter)
         monkeypatch.setattr(HebbLinear, "BLOCK_ELEMENTS", blocks)
         monkeypatch.setattr(HebbLinear, "GRAD_BLOCK_ELEMENTS", 2 * blocks)
     model = tiny_linear(label_smoothing=0.1).double()
