@@ -38,7 +38,7 @@ class HebbLayer(nn.Module):
     BLOCK_ELEMENTS = 2**18  # 1 MB of float32 per block of rows (write_pending_): about an L2 cache
     # The C-training op's backward takes G = g^T x in blocks of 8 MB: with K = batch small, a GEMM on a few
     # hundred rows runs far slower than a whole-matrix one (2-core CPU, MKL), one on a thousand rows almost
-    # as fast (C training: 1.75 x SGD in `hebbedge bench speed`, 1.79 with 1 MB blocks).
+    # as fast.
     GRAD_BLOCK_ELEMENTS = 2**21
 
     weight: torch.Tensor

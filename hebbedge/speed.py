@@ -28,7 +28,7 @@ from hebbedge.backprop import BackpropLearner
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_conv, thesis_linear
 
-MODES = ("c-train", "frozen", "sgd", "adam", "inference")
+MODES = ("c-train", "frozen", "sgd", "sgd-momentum", "adam", "inference")
 ARCHS = ("linear", "conv-f1", "conv-f4")
 
 
@@ -68,7 +68,10 @@ def build_step(s: Setting) -> Callable[[], object]:
         if s.mode == "frozen":
             learner.freeze_c()
     else:
-        learner = BackpropLearner(model, s.mode, lr=1e-3, momentum=0.0)  # plain SGD: the cheapest backprop step
+        # Plain SGD is the cheapest backprop step; SGD with momentum 0.9 keeps a buffer like the Hebbian M
+        # (beta 0.9), the like-for-like pairing for the frozen step.
+        optimizer, momentum = ("adam", 0.0) if s.mode == "adam" else ("sgd", 0.9 if s.mode == "sgd-momentum" else 0.0)
+        learner = BackpropLearner(model, optimizer, lr=1e-3, momentum=momentum)
     return lambda: learner.step(x, y)
 
 
@@ -179,7 +182,7 @@ def ratios(rows: list[dict], width: int = 2000, batch: int = 64, device: str = "
     base = dict(arch="linear", width=width, batch=batch, device=device)
     sgd = find(rows, **base, mode="sgd")
     out = {}
-    for mode in ("frozen", "c-train", "adam", "inference"):
+    for mode in (m for m in MODES if m != "sgd"):
         r = find(rows, **base, mode=mode)
         out[f"{mode}/sgd time"] = r["ms"] / sgd["ms"]
         if "peak_mb" in r:

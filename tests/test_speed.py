@@ -33,7 +33,7 @@ def test_report_and_compare_on_a_tiny_run(tmp_path):
     result = benchmark(["cpu"], ("linear",), scaling=False, memory=False, warmup=0, repeats=1, width=16, batch=4, rounds=2)
     assert {(r["arch"], r["mode"]) for r in result["rows"]} == {("linear", m) for m in MODES}
     assert all(r["ms"] > 0 and len(r["ms_per_round"]) == 2 for r in result["rows"])
-    assert set(result["ratios"]["cpu"]) == {f"{m}/sgd time" for m in ("frozen", "c-train", "adam", "inference")}
+    assert set(result["ratios"]["cpu"]) == {f"{m}/sgd time" for m in ("frozen", "c-train", "sgd-momentum", "adam", "inference")}
     table = markdown(result)
     assert "| 784-16×4-10, batch 4 | frozen |" in table and "onnxruntime (ms)" in table
     assert [r["time_ratio"] for r in compare(result, result)] == [1.0] * len(MODES)
