@@ -118,7 +118,8 @@ def readout_features(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tu
     # data would be the one part of the features the random control does not share.
     block = softhebb_block(in_shape[0], r["channels"], r["kernel"], "max", r["inv_tau"], r["eta"], r["triangle"],
                            r["radius"], batchnorm=False)
-    pooled = (in_shape[1] + 2 - 4) // 2 + 1  # the block's max-pool: kernel 4, stride 2, padding 1
+    pool = block[1]  # the max-pool sets the feature map's size (the conv's padding keeps the image's)
+    pooled = (in_shape[1] + 2 * pool.padding - pool.kernel_size) // pool.stride + 1
     return nn.Sequential(*block, AdaptiveAvgPool(pooled, r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
 
 

@@ -1,5 +1,5 @@
 """Step time and peak memory: the Hebbian learner (C training, C frozen) against backprop (SGD,
-Adam) on the same architecture and batch, measured side by side in one run.
+SGD with momentum, Adam) on the same architecture and batch, measured side by side in one run.
 
 Times are medians over repeated steps after warm-up, in rounds that take every setting in turn,
 all in this process. Peak memory is the CUDA
