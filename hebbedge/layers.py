@@ -43,7 +43,6 @@ class HebbLayer(nn.Module):
 
     weight: torch.Tensor
     bias: torch.Tensor | None
-    momentum: torch.Tensor
     bias_momentum: torch.Tensor | None
 
     def __init__(
@@ -66,6 +65,8 @@ class HebbLayer(nn.Module):
             raise ValueError(f"momentum beta must be in [0, 1), got {beta}")
         self.activation, self.rule = activation, rule
         self.eta, self.beta, self.post, self.clip_value = eta, beta, post, clip_value
+        # M = -g^T x held as its two factors (g, x) instead of in the buffer (HebbLinear, beta = 0, C frozen)
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
         self.c_pre = nn.Parameter(torch.ones(self._n_pre(weight)))
         self.c_post = nn.Parameter(torch.ones(weight.shape[0]))
         with torch.no_grad():
@@ -149,17 +150,49 @@ class HebbLayer(nn.Module):
         """out <- post(W + eta * C * M) (``pending``'s values; `out` may be W itself), a block of rows
         at a time: C is never formed whole, and each block of W and M is read once from memory and
         finished while it sits in cache. Returns 1/|V| per row for L2 normalisation, else None."""
-        inverse_norms, scratch = [], self.block_scratch()
+        inverse_norms, scratch, momentum = [], self.block_scratch(), self.momentum
         for rows in self.row_blocks():
             c = self.coefficient(rows, out=scratch[:rows.stop - rows.start])
-            v = torch.addcmul(self.weight[rows], c, self.momentum[rows], value=self.eta, out=out[rows])
-            if self.post == "l2":
-                inv = _inverse_row_norm(v)
-                v.mul_(inv)
-                inverse_norms.append(inv.view(-1))
-            elif self.post == "clip":
-                v.clamp_(-self.clip_value, self.clip_value)
-        return torch.cat(inverse_norms) if inverse_norms else None
+            inverse_norms.append(self._post_(torch.addcmul(self.weight[rows], c, momentum[rows], value=self.eta, out=out[rows])))
+        return torch.cat(inverse_norms) if self.post == "l2" else None
+
+    def _post_(self, v: torch.Tensor) -> torch.Tensor | None:
+        """``normalise_`` on V (rows of W + eta * C * M); returns 1/|V| per row for L2 normalisation."""
+        if self.post != "l2":
+            self.normalise_(v)
+            return None
+        inv = _inverse_row_norm(v)
+        v.mul_(inv)
+        return inv.view(-1)
+
+    @property
+    def momentum(self) -> torch.Tensor:
+        """M, the pending update's direction. While it is held as factors (``HebbLinear.accumulate_grad``)
+        reading it writes M = -g^T x into the buffer first, so every reader sees its value."""
+        buffers = self.__dict__.get("_buffers", {})
+        if "momentum" not in buffers:  # (before __init__ registered it)
+            raise AttributeError("momentum")
+        if self.__dict__.get("_factors") is not None:
+            g, x = self._factors
+            self._factors = None
+            if buffers["momentum"].shape != self.weight.shape:  # (released while M was held as factors)
+                buffers["momentum"] = torch.empty_like(self.weight)
+            # The same GEMM as the dense path's (beta = 0), so M has the values it would have had.
+            buffers["momentum"].addmm_(g.T, x, beta=0.0, alpha=-1.0)
+        return buffers["momentum"]
+
+    # The buffer must hold M before the module is saved, loaded into (shapes are checked) or moved.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self.momentum
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.momentum
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse=True):
+        self.momentum
+        return super()._apply(fn, recurse)
 
     def pending_weight(self) -> torch.Tensor:
         """The layer's own weights with the pending update applied."""
@@ -330,6 +363,16 @@ class HebbLinear(HebbLayer):
     def linear_op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, w, b)
 
+    @torch.no_grad()
+    def write_pending_(self, out: torch.Tensor) -> torch.Tensor | None:
+        if self._factors is None:
+            return super().write_pending_(out)
+        # M = -g^T x held as factors: W + eta * (c_post c_pre^T) * M = W - eta * (g c_post)^T (x c_pre)
+        # is one rank-B GEMM into W (eq. 4.31), and M is never read or written.
+        g, x = self._factors
+        v = out if out is self.weight else out.copy_(self.weight)
+        return self._post_(v.addmm_((g * self.c_post).T, x * self.c_pre, alpha=-self.eta))
+
     def local_weight_grad(self, x: torch.Tensor, g_u: torch.Tensor) -> Direction:
         return g_u.T @ x, (g_u.sum(0) if self.bias is not None else None)
 
@@ -341,7 +384,14 @@ class HebbLinear(HebbLayer):
         bound = g_u.abs().amax() * x.abs().amax() * x.shape[0]
         if not bool(bound < torch.finfo(x.dtype).max / 2):
             return super().accumulate_grad(x, g_u)
-        self.momentum.addmm_(g_u.T, x, beta=self.beta, alpha=-1.0)
+        if self.beta == 0 and self._applied:
+            # C frozen, no momentum: M = D is only ever used as W's rank-B update (write_pending_), so it
+            # stays factored and M's buffer is released until something reads M (the step then holds W
+            # alone). x is copied: the first layer's x is the caller's batch, which it may reuse.
+            self._factors = (g_u, x.clone())
+            self._buffers["momentum"] = self.weight.new_empty(0)
+        else:
+            self.momentum.addmm_(g_u.T, x, beta=self.beta, alpha=-1.0)
         if self.bias is not None:
             self.bias_momentum.mul_(self.beta).sub_(g_u.sum(0))
         return True

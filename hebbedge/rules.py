@@ -89,7 +89,7 @@ def contrastive_output_grad(
     # plus a few of these buffers.
     del yn
     # eq. 4.19 with the epsilon of eq. 4.3 kept exact: d(Y/(|Y|+eps)) = g/(|Y|+eps) - Y (Y.g) / (|Y| (|Y|+eps)^2)
-    row_dot = (flat.unsqueeze(1) @ g_yn.unsqueeze(2)).view(-1, 1)
+    row_dot = (flat * g_yn).sum(1, keepdim=True)  # (a batched matmul of 1 x n by n x 1 is ~10x slower)
     radial = row_dot / (norm.clamp_min(torch.finfo(y.dtype).tiny) * denom * denom)
     g_y = g_yn.div_(denom).addcmul_(flat, radial, value=-1)
     return g_y.view_as(y).mul_(activation_derivative(y, activation))  # eq. 4.20

@@ -2,11 +2,13 @@
 SGD with momentum, Adam) on the same architecture and batch, measured side by side in one run.
 
 Times are medians over repeated steps after warm-up, in rounds that take every setting in turn,
-all in this process. Peak memory is the CUDA
-allocator's peak on a GPU; on a CPU it is the process's peak resident set, which cannot be reset
-inside a process, so each mode runs once more in a fresh interpreter (``python -m
-hebbedge.speed``) and reports its peak RSS minus its RSS before the model was built (after the
-same setting ran once and was freed, so that library code and scratch buffers are already resident).
+all in this process. Peak memory is a step's steady state: the peak over the steps after the first
+(whatever the first step allocated and kept, such as optimizer state, still counts; what it
+released, such as M in a frozen step without momentum, does not), minus the memory in use before
+the model was built. On a GPU that is the CUDA allocator's peak. On a CPU it is the process's peak
+resident set (VmHWM, reset after the first step through /proc/self/clear_refs), in a fresh
+interpreter per mode (``python -m hebbedge.speed``) in which the same setting already ran once and
+was freed, so that library code and scratch buffers are resident before the baseline.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hebbedge.backprop import BackpropLearner
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_conv, thesis_linear
 
-MODES = ("c-train", "frozen", "sgd", "sgd-momentum", "adam", "inference")
+MODES = ("c-train", "frozen", "frozen-no-momentum", "sgd", "sgd-momentum", "adam", "inference")
 ARCHS = ("linear", "conv-f1", "conv-f4")
 
 
@@ -47,11 +49,15 @@ def build_step(s: Setting) -> Callable[[], object]:
     """A closure running one step of `s.mode` on a fixed random batch (the model lives in it)."""
     if s.arch not in ARCHS or s.mode not in MODES:
         raise ValueError(f"unknown setting {s}; archs: {', '.join(ARCHS)}; modes: {', '.join(MODES)}")
-    hebbian = s.mode in ("c-train", "frozen")
+    hebbian = s.mode in ("c-train", "frozen", "frozen-no-momentum")
+    # Without momentum (the thesis' beta = 0 variant) the frozen step of a linear layer holds M = D as its
+    # two factors: one GEMM into W instead of a GEMM into M and a pass over W and M. Its like-for-like
+    # backprop pairing is plain SGD, as SGD with momentum 0.9 is the frozen step's (beta 0.9).
+    beta = 0.0 if s.mode == "frozen-no-momentum" else 0.9
     if s.arch == "linear":
-        model, in_shape = thesis_linear(widths=(s.width,) * 4, hebbian=hebbian), (1, 28, 28)
+        model, in_shape = thesis_linear(widths=(s.width,) * 4, hebbian=hebbian, beta=beta), (1, 28, 28)
     else:
-        model, in_shape = thesis_conv(width_factor=int(s.arch[-1]), hebbian=hebbian), (1, 28, 28)
+        model, in_shape = thesis_conv(width_factor=int(s.arch[-1]), hebbian=hebbian, beta=beta), (1, 28, 28)
     model = model.to(s.device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(s.batch, *in_shape, generator=g).to(s.device)
@@ -65,11 +71,10 @@ def build_step(s: Setting) -> Callable[[], object]:
             for rows in layer.row_blocks():  # by blocks: a W-sized temporary would count in the peak memory
                 block = layer.momentum[rows]
                 block.copy_(torch.randn(block.shape, generator=g).mul_(1e-3))
-        if s.mode == "frozen":
+        if s.mode != "c-train":
             learner.freeze_c()
     else:
-        # Plain SGD is the cheapest backprop step; SGD with momentum 0.9 keeps a buffer like the Hebbian M
-        # (beta 0.9), the like-for-like pairing for the frozen step.
+        # Plain SGD is the cheapest backprop step; SGD with momentum 0.9 keeps a buffer like the Hebbian M.
         optimizer, momentum = ("adam", 0.0) if s.mode == "adam" else ("sgd", 0.9 if s.mode == "sgd-momentum" else 0.0)
         learner = BackpropLearner(model, optimizer, lr=1e-3, momentum=momentum)
     return lambda: learner.step(x, y)
@@ -104,13 +109,15 @@ def _status_bytes(field: str) -> int:
 
 
 def peak_memory(s: Setting, steps: int = 3) -> int:
-    """Bytes the model and `steps` steps added at their peak (see the module docstring)."""
+    """Bytes the model and its steps 2..`steps` added at their peak (see the module docstring)."""
     if s.device.startswith("cuda"):
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(s.device)
         before = torch.cuda.memory_allocated(s.device)
         step = build_step(s)
-        for _ in range(steps):
+        step()
+        _sync(s.device)
+        torch.cuda.reset_peak_memory_stats(s.device)
+        for _ in range(steps - 1):
             step()
         _sync(s.device)
         peak = torch.cuda.max_memory_allocated(s.device) - before
@@ -127,7 +134,7 @@ def peak_memory(s: Setting, steps: int = 3) -> int:
 
 
 def _child(arg: str) -> None:
-    """The fresh interpreter of `peak_memory` on CPU: RSS before building, peak RSS after the steps."""
+    """The fresh interpreter of `peak_memory` on CPU: RSS before building, peak RSS over steps 2..n."""
     spec = json.loads(arg)
     steps = spec.pop("steps")
     setting = Setting(**spec)
@@ -140,7 +147,10 @@ def _child(arg: str) -> None:
     gc.collect()
     before = _status_bytes("VmRSS")
     step = build_step(setting)
-    for _ in range(steps):
+    step()
+    with open("/proc/self/clear_refs", "w") as f:  # "5": VmHWM <- VmRSS (Linux)
+        f.write("5")
+    for _ in range(steps - 1):
         step()
     peak = _status_bytes("VmHWM")
     print(json.dumps({"bytes": peak - before}))
@@ -229,7 +239,8 @@ def benchmark(devices: list[str], archs: tuple[str, ...] = ARCHS, scaling: bool 
         "width": width, "batch": batch,
         "protocol": f"median over {rounds} rounds of the median of {repeats} steps (fewer, but at least 3, past "
                     f"{max_seconds} s) after {warmup} warm-up steps; peak memory "
-                    + ("of a fresh interpreter per mode (CPU: peak RSS minus RSS before the model; CUDA: allocator peak)"
+                    + ("over the steps after the first (CPU: peak RSS of a fresh interpreter per mode minus its RSS "
+                       "before the model; CUDA: allocator peak)"
                        if memory else "not measured"),
         "environments": [environment(d) for d in devices],
         "rows": rows,

@@ -28,13 +28,14 @@ def warm(learner: HebbianLearner, steps: int = 3) -> None:
         learner.step(*batch(seed=s))
 
 
+@pytest.mark.parametrize("beta", [0.9, 0.0])
 @pytest.mark.parametrize("blocks", [None, 24])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_step_matches_reference_implementation_in_float64(frozen, blocks, monkeypatch):
+def test_step_matches_reference_implementation_in_float64(frozen, blocks, beta, monkeypatch):
     if blocks is not None:  # several row blocks per layer, as in a wide net (the backward's last block shorter)
         monkeypatch.setattr(HebbLinear, "BLOCK_ELEMENTS", blocks)
         monkeypatch.setattr(HebbLinear, "GRAD_BLOCK_ELEMENTS", 2 * blocks)
-    model = tiny_linear(label_smoothing=0.1).double()
+    model = tiny_linear(label_smoothing=0.1, beta=beta).double()
     learner = HebbianLearner(model, lr=0.05, weight_decay=0.01)
     x, t = batch()
     x = x.double()
@@ -43,6 +44,9 @@ def test_step_matches_reference_implementation_in_float64(frozen, blocks, monkey
         learner.step(xb, tb)
     if frozen:  # the on-device step: W_eff written into W in place, D added into M by one GEMM
         learner.freeze_c()
+        # (beta = 0: from the second frozen step on, M is held as factors and W_eff is one GEMM into W)
+        learner.step(batch(seed=7)[0].double(), batch(seed=7)[1])
+        assert all((l._factors is not None) == (beta == 0) for l in learner.layers)
     layers = learner.layers
     before = copy.deepcopy(model)
     opt_state = None if frozen else copy.deepcopy(learner.optimizer.state_dict())
@@ -285,3 +289,42 @@ def test_random_features_control_never_changes_hidden_weights():
         learner.step(batch(seed=s)[0].view(8, 1, 3, 4), batch(seed=s)[1])
     assert all(torch.equal(a, l.weight) for a, l in zip(hidden, learner.layers[:-1]))
     assert not torch.equal(readout, learner.layers[-1].weight)
+
+
+def double_batch(seed: int):
+    x, t = batch(seed=seed)
+    return x.double(), t
+
+
+def test_factored_momentum_is_written_out_for_every_reader():
+    """beta = 0 with C frozen holds M as factors (HebbLinear.accumulate_grad): reading M, saving,
+    loading and converting the module see the value M would have had, and the step's results do not
+    depend on whether M was written out in between, nor on the caller reusing its input batch."""
+    def run(read_between: bool) -> HebbianLearner:
+        learner = HebbianLearner(tiny_linear(beta=0.0).double())
+        learner.step(*double_batch(9))
+        learner.freeze_c()
+        xb = torch.empty(8, 12, dtype=torch.float64)
+        for s in range(3):
+            x, t = batch(seed=s)
+            learner.step(xb.copy_(x), t)  # the same input buffer, overwritten for each batch
+            if read_between:
+                [l.momentum for l in learner.layers]
+        return learner
+
+    held, written = run(False), run(True)
+    assert all(l._factors is not None for l in held.layers) and all(l._factors is None for l in written.layers)
+    assert all(l._buffers["momentum"].numel() == 0 for l in held.layers)  # the step holds W alone
+    saved = held.model.state_dict()
+    assert all(l._factors is None for l in held.layers)  # saving wrote M out
+    for key, value in written.model.state_dict().items():
+        assert torch.allclose(saved[key], value, atol=1e-12), key
+    held.step(*double_batch(5))
+    assert all(l._factors is not None for l in held.layers)
+    held.model.load_state_dict(saved)  # loading replaces the factors along with the buffer
+    assert all(l._factors is None and torch.equal(l.momentum, saved[f"{name}.momentum"])
+               for name, l in held.model.named_modules() if isinstance(l, HebbLinear))
+    held.step(*double_batch(5))
+    float_model = copy.deepcopy(held.model).float()  # converting writes M out first, then converts it
+    for l, f in zip(held.layers, [m for m in float_model if isinstance(m, HebbLinear)]):
+        assert f.momentum.dtype == torch.float32 and torch.allclose(f.momentum.double(), l.momentum, atol=1e-6)

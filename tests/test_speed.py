@@ -29,11 +29,19 @@ def test_peak_memory_sees_the_gradient_of_backprop():
     assert sgd - inference > 0.8 * weights
 
 
+def test_frozen_step_without_momentum_holds_no_momentum_buffer():
+    """With beta = 0 the frozen step holds M as factors after its first step: about one weight-sized
+    buffer less than the frozen step with momentum (784-512x4-10: 4.8 MB of float32 weights)."""
+    weights = 4 * (784 * 512 + 3 * 512 * 512 + 512 * 10)
+    frozen, no_momentum = (peak_memory(Setting(width=512, batch=8, mode=m)) for m in ("frozen", "frozen-no-momentum"))
+    assert frozen - no_momentum > 0.8 * weights
+
+
 def test_report_and_compare_on_a_tiny_run(tmp_path):
     result = benchmark(["cpu"], ("linear",), scaling=False, memory=False, warmup=0, repeats=1, width=16, batch=4, rounds=2)
     assert {(r["arch"], r["mode"]) for r in result["rows"]} == {("linear", m) for m in MODES}
     assert all(r["ms"] > 0 and len(r["ms_per_round"]) == 2 for r in result["rows"])
-    assert set(result["ratios"]["cpu"]) == {f"{m}/sgd time" for m in ("frozen", "c-train", "sgd-momentum", "adam", "inference")}
+    assert set(result["ratios"]["cpu"]) == {f"{m}/sgd time" for m in ("frozen", "frozen-no-momentum", "c-train", "sgd-momentum", "adam", "inference")}
     table = markdown(result)
     assert "| 784-16×4-10, batch 4 | frozen |" in table and "onnxruntime (ms)" in table
     assert [r["time_ratio"] for r in compare(result, result)] == [1.0] * len(MODES)
