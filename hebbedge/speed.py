@@ -308,8 +308,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the architecture: speeds differ between machines."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def environment(device: str) -> dict:
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name()
     return {"device": device, "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
