@@ -170,7 +170,8 @@ class HebbLayer(nn.Module):
     @property
     def momentum(self) -> torch.Tensor:
         """M, the pending update's direction. While it is held as factors (``HebbLinear.accumulate_grad``)
-        reading it writes M = -g^T x into the buffer first, so every reader sees its value."""
+        reading it writes M = -g^T x into the buffer first, so every reader sees its value (the buffer
+        itself, as ``named_buffers()`` lists it, is empty meanwhile)."""
         buffers = self.__dict__.get("_buffers", {})
         if "momentum" not in buffers:  # (before __init__ registered it)
             raise AttributeError("momentum")

@@ -328,3 +328,10 @@ def test_factored_momentum_is_written_out_for_every_reader():
     float_model = copy.deepcopy(held.model).float()  # converting writes M out first, then converts it
     for l, f in zip(held.layers, [m for m in float_model if isinstance(m, HebbLinear)]):
         assert f.momentum.dtype == torch.float32 and torch.allclose(f.momentum.double(), l.momentum, atol=1e-6)
+    # C training again after factored steps: the fused C-training op starts from the factors.
+    held, written = run(False), run(True)
+    for learner in (held, written):
+        learner.unfreeze_c()
+        learner.step(*double_batch(6))
+    for (key, a), b in zip(held.model.state_dict().items(), written.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-12), key
