@@ -67,8 +67,10 @@ class HebbLayer(nn.Module):
             raise ValueError(f"momentum beta must be in [0, 1), got {beta}")
         self.activation, self.rule = activation, rule
         self.eta, self.beta, self.post, self.clip_value = eta, beta, post, clip_value
-        # M = -g^T x held as its two factors (g, x) instead of in the buffer (HebbLinear, beta = 0, C frozen)
+        # The frozen-C step of a linear layer keeps M in another form (HebbLinear.write_momentum_): as its
+        # factors (g, x), M = -g^T x, when beta = 0; else scaled by C, with the (c_post, c_pre) used.
         self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
         self.c_pre = nn.Parameter(torch.ones(self._n_pre(weight)))
         self.c_post = nn.Parameter(torch.ones(weight.shape[0]))
         with torch.no_grad():
@@ -169,20 +171,19 @@ class HebbLayer(nn.Module):
 
     @property
     def momentum(self) -> torch.Tensor:
-        """M, the pending update's direction. While it is held as factors (``HebbLinear.accumulate_grad``)
-        reading it writes M = -g^T x into the buffer first, so every reader sees its value (the buffer
-        itself, as ``named_buffers()`` lists it, is empty meanwhile)."""
+        """M, the pending update's direction. While a frozen-C step keeps it in another form
+        (``HebbLinear.write_momentum_``) reading it writes M into the buffer first, so every reader
+        sees its value (the buffer itself, as ``named_buffers()`` lists it, does not hold M meanwhile)."""
         buffers = self.__dict__.get("_buffers", {})
         if "momentum" not in buffers:  # (before __init__ registered it)
             raise AttributeError("momentum")
-        if self.__dict__.get("_factors") is not None:
-            g, x = self._factors
-            self._factors = None
-            if buffers["momentum"].shape != self.weight.shape:  # (released while M was held as factors)
-                buffers["momentum"] = torch.empty_like(self.weight)
-            # The same GEMM as the dense path's (beta = 0), so M has the values it would have had.
-            buffers["momentum"].addmm_(g.T, x, beta=0.0, alpha=-1.0)
+        if self.__dict__.get("_factors") is not None or self.__dict__.get("_folded") is not None:
+            self.write_momentum_()
         return buffers["momentum"]
+
+    def write_momentum_(self) -> None:
+        """Write M into its buffer from the form the frozen-C step keeps it in (linear layers only)."""
+        raise NotImplementedError
 
     # The buffer must hold M before the module is saved, loaded into (shapes are checked) or moved.
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -366,15 +367,56 @@ class HebbLinear(HebbLayer):
     def linear_op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, w, b)
 
+    # -- the frozen-C step's forms of M ----------------------------------------------------------
+    # With C constant, C * M need not be formed at every step. beta = 0: M = D = -g^T x has rank B, and
+    # W + eta * C * M = W - eta * (g c_post)^T (x c_pre) is one GEMM into W (eq. 4.31); M is never
+    # formed and its buffer is released. beta > 0: the buffer holds C * M instead of M, into which the
+    # direction goes by one GEMM with C folded into its factors, so that W + eta * C * M is a plain add.
+
     @torch.no_grad()
     def write_pending_(self, out: torch.Tensor) -> torch.Tensor | None:
-        if self._factors is None:
+        if self._factors is not None:
+            g, x = self._factors
+            v = out if out is self.weight else out.copy_(self.weight)
+            return self._post_(v.addmm_((g * self.c_post).T, x * self.c_pre, alpha=-self.eta))
+        if out is self.weight and self.beta != 0 and not (self.c_post.requires_grad or self.c_pre.requires_grad):
+            self._fold_()
+        if self._folded is None:
             return super().write_pending_(out)
-        # M = -g^T x held as factors: W + eta * (c_post c_pre^T) * M = W - eta * (g c_post)^T (x c_pre)
-        # is one rank-B GEMM into W (eq. 4.31), and M is never read or written.
-        g, x = self._factors
-        v = out if out is self.weight else out.copy_(self.weight)
-        return self._post_(v.addmm_((g * self.c_post).T, x * self.c_pre, alpha=-self.eta))
+        folded = self._buffers["momentum"]
+        inverse_norms = [self._post_(torch.add(self.weight[rows], folded[rows], alpha=self.eta, out=out[rows]))
+                         for rows in self.row_blocks()]
+        return torch.cat(inverse_norms) if self.post == "l2" else None
+
+    def _fold_(self) -> None:
+        """Keep C * M in the buffer (see above), unless it already holds it for this C. Not when some
+        coefficient is 0: M could not be recovered from C * M."""
+        c_post, c_pre = self.c_post.detach(), self.c_pre.detach()
+        if self._folded is not None and torch.equal(self._folded[0], c_post) and torch.equal(self._folded[1], c_pre):
+            return
+        m = self.momentum  # (M itself, under the C it was folded with, if any)
+        if not (bool(c_post.all()) and bool(c_pre.all())):
+            return
+        for rows in self.row_blocks():
+            m[rows].mul_(c_post[rows, None]).mul_(c_pre)
+        self._folded = (c_post.clone(), c_pre.clone())
+
+    @torch.no_grad()
+    def write_momentum_(self) -> None:
+        buffers = self._buffers
+        if self._factors is not None:
+            g, x = self._factors
+            self._factors = None
+            if buffers["momentum"].shape != self.weight.shape:  # (released while M was held as factors)
+                buffers["momentum"] = torch.empty_like(self.weight)
+            # The same GEMM as the dense path's (beta = 0), so M has the values it would have had.
+            buffers["momentum"].addmm_(g.T, x, beta=0.0, alpha=-1.0)
+        if self._folded is not None:
+            c_post, c_pre = self._folded
+            self._folded = None
+            m = buffers["momentum"]
+            for rows in self.row_blocks():
+                m[rows].div_(c_post[rows, None]).div_(c_pre)
 
     def local_weight_grad(self, x: torch.Tensor, g_u: torch.Tensor) -> Direction:
         return g_u.T @ x, (g_u.sum(0) if self.bias is not None else None)
@@ -388,11 +430,14 @@ class HebbLinear(HebbLayer):
         if not bool(bound < torch.finfo(x.dtype).max / 2):
             return super().accumulate_grad(x, g_u)
         if self.beta == 0 and self._applied:
-            # C frozen, no momentum: M = D is only ever used as W's rank-B update (write_pending_), so it
-            # stays factored and M's buffer is released until something reads M (the step then holds W
-            # alone). x is copied: the first layer's x is the caller's batch, which it may reuse.
+            # C frozen, no momentum: M = D stays factored and M's buffer is released until something
+            # reads M (the step then holds W alone). x is copied: the first layer's x is the caller's
+            # batch, which it may reuse.
             self._factors = (g_u, x.clone())
             self._buffers["momentum"] = self.weight.new_empty(0)
+        elif self._folded is not None:  # C * M <- beta * C * M + C * D, C folded into D's factors
+            c_post, c_pre = self._folded
+            self._buffers["momentum"].addmm_((g_u * c_post).T, x * c_pre, beta=self.beta, alpha=-1.0)
         else:
             self.momentum.addmm_(g_u.T, x, beta=self.beta, alpha=-1.0)
         if self.bias is not None:

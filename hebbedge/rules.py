@@ -73,25 +73,28 @@ def contrastive_output_grad(
     """dL/du for the contrastive loss, u the layer's pre-activation, shaped like y.
 
     Chain S -> Yn -> Y -> u (eq. 4.10-4.20); the weight step (eq. 4.21-4.22) is layer-specific.
+    Every step before the last is linear in Y from the left, so it is written with B x B matrices:
+    the Gram matrix K = Y Y^T, then dL/dY = H Y for a B x B matrix H. Y is read by two small GEMMs
+    and no other batch-sized tensor is formed on the way (the on-device step's peak memory is W + M
+    plus a few batch-sized buffers).
     """
     b = y.shape[0]
     flat = y.flatten(1)
-    norm = flat.norm(dim=1, keepdim=True)
-    denom = norm + EPS
-    yn = flat / denom
-    s = yn @ yn.T
+    gram = flat @ flat.T
+    norm = gram.diagonal().clamp_min(0).sqrt()  # |Y_b|
+    inv_denom = (norm + EPS).reciprocal()  # eq. 4.3
+    s = gram * inv_denom[:, None] * inv_denom[None, :]  # S = Yn Yn^T
     m_pos, m_neg = contrastive_masks(target, label_smoothing, y.dtype)
     # eq. 4.13, divided by B^2 because the loss is a mean over the B x B matrix. The diagonal of
     # S - I is excluded by the masks, so S itself can be used here.
     g_s = (m_neg * s.sign() - m_pos) / (b * b)
-    g_yn = (g_s + g_s.T) @ yn  # eq. 4.14
-    # In place and without other batch-sized temporaries: the on-device step's peak memory is W + M
-    # plus a few of these buffers.
-    del yn
-    # eq. 4.19 with the epsilon of eq. 4.3 kept exact: d(Y/(|Y|+eps)) = g/(|Y|+eps) - Y (Y.g) / (|Y| (|Y|+eps)^2)
-    row_dot = (flat * g_yn).sum(1, keepdim=True)  # (a batched matmul of 1 x n by n x 1 is ~10x slower)
-    radial = row_dot / (norm.clamp_min(torch.finfo(y.dtype).tiny) * denom * denom)
-    g_y = g_yn.div_(denom).addcmul_(flat, radial, value=-1)
+    g_yn_of_y = (g_s + g_s.T) * inv_denom[None, :]  # eq. 4.14: dL/dYn = (g_S + g_S^T) Yn = this @ Y
+    # eq. 4.19 with the epsilon of eq. 4.3 kept exact: d(Y/(|Y|+eps)) = g/(|Y|+eps) - Y (Y.g) / (|Y| (|Y|+eps)^2),
+    # where g = dL/dYn and Y_b . g_b = sum_c (g_yn_of_y)_bc K_bc.
+    row_dot = (g_yn_of_y * gram).sum(1)
+    radial = row_dot * inv_denom * inv_denom / norm.clamp_min(torch.finfo(y.dtype).tiny)
+    h = g_yn_of_y * inv_denom[:, None] - torch.eye(b, dtype=y.dtype, device=y.device) * radial[:, None]  # dL/dY = h @ Y
+    g_y = h @ flat
     return g_y.view_as(y).mul_(activation_derivative(y, activation))  # eq. 4.20
 
 

@@ -44,9 +44,10 @@ def test_step_matches_reference_implementation_in_float64(frozen, blocks, beta, 
         learner.step(xb, tb)
     if frozen:  # the on-device step: W_eff written into W in place, D added into M by one GEMM
         learner.freeze_c()
-        # (beta = 0: from the second frozen step on, M is held as factors and W_eff is one GEMM into W)
+        # From the second frozen step on, M is held as factors (beta = 0: W_eff is one GEMM into W), or
+        # the buffer holds C * M (beta > 0: W_eff is a plain add).
         learner.step(batch(seed=7)[0].double(), batch(seed=7)[1])
-        assert all((l._factors is not None) == (beta == 0) for l in learner.layers)
+        assert all((l._factors is not None) == (beta == 0) and (l._folded is not None) == (beta != 0) for l in learner.layers)
     layers = learner.layers
     before = copy.deepcopy(model)
     opt_state = None if frozen else copy.deepcopy(learner.optimizer.state_dict())
@@ -296,12 +297,14 @@ def double_batch(seed: int):
     return x.double(), t
 
 
-def test_factored_momentum_is_written_out_for_every_reader():
-    """beta = 0 with C frozen holds M as factors (HebbLinear.accumulate_grad): reading M, saving,
-    loading and converting the module see the value M would have had, and the step's results do not
-    depend on whether M was written out in between, nor on the caller reusing its input batch."""
+@pytest.mark.parametrize("beta", [0.0, 0.9])
+def test_held_momentum_is_written_out_for_every_reader(beta):
+    """With C frozen a linear layer keeps M as factors (beta = 0) or as C * M (beta > 0): reading M,
+    saving, loading and converting the module see the value M would have had, and the steps' results
+    do not depend on whether M was written out in between, nor on the caller reusing its input batch,
+    nor on C being changed by hand while M is held."""
     def run(read_between: bool) -> HebbianLearner:
-        learner = HebbianLearner(tiny_linear(beta=0.0).double())
+        learner = HebbianLearner(tiny_linear(beta=beta).double())
         learner.step(*double_batch(9))
         learner.freeze_c()
         xb = torch.empty(8, 12, dtype=torch.float64)
@@ -312,26 +315,37 @@ def test_factored_momentum_is_written_out_for_every_reader():
                 [l.momentum for l in learner.layers]
         return learner
 
+    def held_form(learner: HebbianLearner) -> list[bool]:
+        return [(l._factors if beta == 0 else l._folded) is not None for l in learner.layers]
+
+    def same_state(a: HebbianLearner, b: HebbianLearner) -> None:
+        for (key, u), v in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.allclose(u, v, atol=1e-12), key
+
     held, written = run(False), run(True)
-    assert all(l._factors is not None for l in held.layers) and all(l._factors is None for l in written.layers)
-    assert all(l._buffers["momentum"].numel() == 0 for l in held.layers)  # the step holds W alone
+    assert all(held_form(held)) and not any(held_form(written))
+    if beta == 0:
+        assert all(l._buffers["momentum"].numel() == 0 for l in held.layers)  # the step holds W alone
     saved = held.model.state_dict()
-    assert all(l._factors is None for l in held.layers)  # saving wrote M out
-    for key, value in written.model.state_dict().items():
-        assert torch.allclose(saved[key], value, atol=1e-12), key
+    assert not any(held_form(held))  # saving wrote M out
+    same_state(held, written)
     held.step(*double_batch(5))
-    assert all(l._factors is not None for l in held.layers)
-    held.model.load_state_dict(saved)  # loading replaces the factors along with the buffer
-    assert all(l._factors is None and torch.equal(l.momentum, saved[f"{name}.momentum"])
-               for name, l in held.model.named_modules() if isinstance(l, HebbLinear))
+    assert all(held_form(held))
+    held.model.load_state_dict(saved)  # loading replaces the held form along with the buffer
+    assert not any(held_form(held)) and all(torch.equal(l.momentum, saved[f"{name}.momentum"])
+                                            for name, l in held.model.named_modules() if isinstance(l, HebbLinear))
     held.step(*double_batch(5))
     float_model = copy.deepcopy(held.model).float()  # converting writes M out first, then converts it
     for l, f in zip(held.layers, [m for m in float_model if isinstance(m, HebbLinear)]):
         assert f.momentum.dtype == torch.float32 and torch.allclose(f.momentum.double(), l.momentum, atol=1e-6)
-    # C training again after factored steps: the fused C-training op starts from the factors.
+    # C changed by hand while M is held; then C training again, which starts from the held form.
     held, written = run(False), run(True)
     for learner in (held, written):
-        learner.unfreeze_c()
+        for l in learner.layers:
+            l.c_pre.data.mul_(1.5)
         learner.step(*double_batch(6))
-    for (key, a), b in zip(held.model.state_dict().items(), written.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-12), key
+    same_state(held, written)
+    for learner in (held, written):
+        learner.unfreeze_c()
+        learner.step(*double_batch(7))
+    same_state(held, written)
