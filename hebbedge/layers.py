@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from hebbedge.rules import ContrastiveRule, Direction, HebbianDescent, Rule
+from hebbedge.rules import ContrastiveRule, Direction, GradientRule, HebbianDescent, Rule
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, None: lambda u: u}
 ACTIVATIONS_INPLACE = {"tanh": torch.tanh_, "relu": torch.relu_, None: lambda u: u}
@@ -379,7 +379,10 @@ class HebbLinear(HebbLayer):
             g, x = self._factors
             v = out if out is self.weight else out.copy_(self.weight)
             return self._post_(v.addmm_((g * self.c_post).T, x * self.c_pre, alpha=-self.eta))
-        if out is self.weight and self.beta != 0 and not (self.c_post.requires_grad or self.c_pre.requires_grad):
+        # (Only for rules whose direction comes as g and x (accumulate_grad): one that hands a dense D to
+        # accumulate would have C * M written back to M at every step.)
+        if (out is self.weight and self.beta != 0 and isinstance(self.rule, GradientRule)
+                and not (self.c_post.requires_grad or self.c_pre.requires_grad)):
             self._fold_()
         if self._folded is None:
             return super().write_pending_(out)

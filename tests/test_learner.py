@@ -349,3 +349,22 @@ def test_held_momentum_is_written_out_for_every_reader(beta):
         learner.unfreeze_c()
         learner.step(*double_batch(7))
     same_state(held, written)
+
+
+def test_rules_handing_a_dense_direction_keep_m_itself():
+    """C * M is kept only for rules whose direction comes as factors (accumulate_grad); a rule that
+    hands a dense D (here SoftHebb's) would have it written back at every step."""
+    from hebbedge.rules import SoftHebbRule
+
+    torch.manual_seed(0)
+    layer = HebbLinear(12, 6, None, rule=SoftHebbRule(), eta=0.05, beta=0.9, post=None)
+    learner = HebbianLearner(nn.Sequential(layer))
+    learner.freeze_c()
+    written_back = []
+    write = layer.write_momentum_
+    layer.write_momentum_ = lambda: (written_back.append(1), write())
+    for s in range(3):
+        x, _ = batch(seed=s)
+        learner.step(x, torch.zeros(8, dtype=torch.long))  # (SoftHebb ignores the labels)
+    assert not written_back and layer._folded is None and layer._factors is None
+    assert torch.isfinite(layer.momentum).all() and layer.momentum.abs().sum() > 0
