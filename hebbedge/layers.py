@@ -8,9 +8,10 @@ In training mode the forward pass runs with the pending update applied,
 W_eff = post(W + eta * C * M) (thesis 4.3, single forward pass), so the task loss reaches C
 through it; ``commit()`` then makes W_eff the new W. In eval mode the committed W is used.
 With C frozen nothing needs W and W_eff side by side: ``apply_pending_()`` writes W_eff into W
-before the forward pass, and the commit has nothing left to do. A linear layer with C frozen and no
-momentum (beta = 0) keeps M = -g^T x as its two factors and applies it as one GEMM into W; reading
-``momentum`` writes M out (see ``HebbLayer.momentum``).
+before the forward pass, and the commit has nothing left to do. A linear layer with C frozen keeps
+M in a cheaper form: without momentum (beta = 0) as its two factors, M = -g^T x, applied as one
+GEMM into W; with momentum as C * M, so that W_eff is a plain add. Reading ``momentum`` writes M
+out (see ``HebbLayer.momentum``).
 """
 
 from __future__ import annotations
