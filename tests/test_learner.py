@@ -338,7 +338,15 @@ def test_held_momentum_is_written_out_for_every_reader(beta):
     float_model = copy.deepcopy(held.model).float()  # converting writes M out first, then converts it
     for l, f in zip(held.layers, [m for m in float_model if isinstance(m, HebbLinear)]):
         assert f.momentum.dtype == torch.float32 and torch.allclose(f.momentum.double(), l.momentum, atol=1e-6)
-    # C changed by hand while M is held; then C training again, which starts from the held form.
+    # C changed by hand while M is held, then C training at once (the step starts from the held form).
+    held, written = run(False), run(True)
+    for learner in (held, written):
+        for l in learner.layers:
+            l.c_post.data.mul_(0.5)
+        learner.unfreeze_c()
+        learner.step(*double_batch(8))
+    same_state(held, written)
+    # C changed by hand while M is held; a frozen step, then C training again.
     held, written = run(False), run(True)
     for learner in (held, written):
         for l in learner.layers:
