@@ -92,7 +92,7 @@ def thesis_conv(
         raise ValueError(f"width_factor must be 1, 2 or 4, got {width_factor}")
     channels = (in_channels, 96, 96 * width_factor, 96 * width_factor**2)
     kernels = (5, 3, 3)
-    pools = (nn.MaxPool2d(4, 2, padding=1), nn.MaxPool2d(4, 2, padding=1), nn.AvgPool2d(2, 2))
+    pools = (MaxPool2d(4, 2, padding=1), MaxPool2d(4, 2, padding=1), nn.AvgPool2d(2, 2))
     layers: list[nn.Module] = []
     for n_in, n_out, k, pool in zip(channels[:-1], channels[1:], kernels, pools):
         layers += _conv(n_in, n_out, k, activation, hebbian, eta_conv, beta, label_smoothing)
@@ -108,6 +108,17 @@ def thesis_conv(
         layers += _dense(n_in, n_out, activation, hebbian, eta_linear, beta, label_smoothing)
     layers += _dense(fc2, n_classes, None, hebbian, eta_linear, beta, label_smoothing)
     return nn.Sequential(*layers)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` computed in channels-last memory format on the CPU (same values, same output
+    layout): PyTorch's NCHW CPU kernel is far slower for overlapping windows (4x4 stride 2 on
+    64x96x28x28: 26 ms, against 4.4 ms with the two layout conversions; 2-core CPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class AdaptiveAvgPool(nn.Module):

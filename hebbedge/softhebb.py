@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from hebbedge.layers import HebbConv2d, HebbLayer
-from hebbedge.models import softhebb_init_
+from hebbedge.models import MaxPool2d, softhebb_init_
 from hebbedge.rules import SoftHebbRule
 from hebbedge.semisup import embed, linear_probe, unsupervised_epoch
 
@@ -58,7 +58,7 @@ def softhebb_block(n_in: int, n_out: int, kernel: int, pool: str, inv_tau: float
     conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
                       rule=SoftHebbRule(temperature=1.0 / inv_tau))
     softhebb_init_(conv.weight, radius)
-    pooling = nn.MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
+    pooling = MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
     return nn.Sequential(*([nn.BatchNorm2d(n_in, affine=False)] if batchnorm else []), conv, pooling, Triangle(triangle))
 
 
