@@ -111,12 +111,14 @@ def thesis_conv(
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` computed in channels-last memory format on the CPU (same values, same output
-    layout): PyTorch's NCHW CPU kernel is far slower for overlapping windows (4x4 stride 2 on
-    64x96x28x28: 26 ms, against 4.4 ms with the two layout conversions; 2-core CPU)."""
+    """``nn.MaxPool2d`` computed in channels-last memory format on the CPU when no gradient flows
+    through it (same values, same output layout): PyTorch's NCHW CPU kernel is far slower for
+    overlapping windows (4x4 stride 2 on 64x96x28x28: 26 ms, against 4.4 ms with the two layout
+    conversions; 2-core CPU). With autograd the layout copy would be saved for the backward, so
+    backprop (and C training) keep PyTorch's own path, as a plain PyTorch net has it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4:
+        if x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 

@@ -379,13 +379,15 @@ def test_rules_handing_a_dense_direction_keep_m_itself():
 
 
 def test_channels_last_max_pool_equals_torch_max_pool():
-    """The conv nets' max-pool runs in channels-last layout on the CPU: the same values, and the same
-    gradient where the window's maximum is unique (with ties, either kernel may route it elsewhere)."""
+    """The conv nets' max-pool runs in channels-last layout on the CPU when no gradient flows through
+    it: the same values as nn.MaxPool2d, in the same layout; with autograd it is PyTorch's own op."""
     from hebbedge.models import MaxPool2d
 
-    x = torch.randn(5, 7, 13, 13, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 7, 13, 13, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ours, theirs = MaxPool2d(4, 2, padding=1), nn.MaxPool2d(4, 2, padding=1)
-    a, b = ours(x), theirs(x)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
     assert torch.equal(a, b) and a.is_contiguous()
-    w = torch.randn(a.shape, dtype=torch.float64)
-    assert torch.equal(*(torch.autograd.grad((y * w).sum(), x)[0] for y in (a, b)))
+    x.requires_grad_()
+    a, b = ours(x), theirs(x)
+    assert torch.equal(a, b) and a.grad_fn.name() == b.grad_fn.name()
