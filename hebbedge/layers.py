@@ -114,11 +114,18 @@ class HebbLayer(nn.Module):
 
     def normalise_(self, w: torch.Tensor) -> torch.Tensor:
         """``normalise`` in place (same values), for tensors outside autograd."""
-        if self.post == "l2":
-            return w.mul_(_inverse_row_norm(w))
-        if self.post == "clip":
-            return w.clamp_(-self.clip_value, self.clip_value)
+        self._post_(w)
         return w
+
+    def _post_(self, v: torch.Tensor) -> torch.Tensor | None:
+        """``normalise_`` on V (rows of W + eta * C * M); returns 1/|V| per row for L2 normalisation."""
+        if self.post == "l2":
+            inv = _inverse_row_norm(v)
+            v.mul_(inv)
+            return inv.view(-1)
+        if self.post == "clip":
+            v.clamp_(-self.clip_value, self.clip_value)
+        return None
 
     def pending(self, weight: torch.Tensor, momentum: torch.Tensor) -> torch.Tensor:
         """W_eff = post(W + eta * C * M) as a pure function of W and M (thesis 4.3)."""
@@ -160,15 +167,6 @@ class HebbLayer(nn.Module):
             c = self.coefficient(rows, out=scratch[:rows.stop - rows.start])
             inverse_norms.append(self._post_(torch.addcmul(self.weight[rows], c, momentum[rows], value=self.eta, out=out[rows])))
         return torch.cat(inverse_norms) if self.post == "l2" else None
-
-    def _post_(self, v: torch.Tensor) -> torch.Tensor | None:
-        """``normalise_`` on V (rows of W + eta * C * M); returns 1/|V| per row for L2 normalisation."""
-        if self.post != "l2":
-            self.normalise_(v)
-            return None
-        inv = _inverse_row_norm(v)
-        v.mul_(inv)
-        return inv.view(-1)
 
     @property
     def momentum(self) -> torch.Tensor:
