@@ -133,7 +133,7 @@ def train(
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN."),
-    resume: bool = typer.Option(False, help="Streams: continue the interrupted run in --out from its checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the interrupted run in --out from its checkpoint (streams: per experience; i.i.d.: per epoch). Same options as the interrupted run."),
     experiences: Optional[int] = typer.Option(None, help="Streams: train only the first N experiences (evaluated on all)."),
 ) -> None:
     """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy."""
@@ -141,9 +141,9 @@ def train(
     dev = pick_device(device)
     out = out or Path("runs") / f"{scenario}-{learner}-seed{seed}"
     if scenario in IID_SCENARIOS:
-        if freeze_c_after is not None or resume or class_order or experiences:
-            fail("--freeze-c-after, --class-order, --experiences and --resume apply to streams; an i.i.d. run is one training")
-        train_iid(scenario, out, dev, data_dir, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
+        if freeze_c_after is not None or class_order or experiences:
+            fail("--freeze-c-after, --class-order and --experiences apply to streams; an i.i.d. run is one training")
+        train_iid(scenario, out, dev, data_dir, resume, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
                   label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
@@ -153,18 +153,25 @@ def train(
                      class_order=class_order and list(parse_list(class_order, "--class-order", int)))
 
 
-def train_iid(scenario: str, out: Path, dev, data_dir: str | None, **kw) -> None:
+def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
     from hebbedge.files import save_json
+    from hebbedge.plots import plot_learning_curves
     from hebbedge.train import run
+
+    def write(result: dict) -> None:
+        # After every epoch too, so a long run shows its curve while it trains.
+        save_json(out / "result.json", result)
+        plot_learning_curves(result, out / "learning_curve.png")
 
     cfg = make_config(scenario, **kw)
     try:
-        result = run(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt")
-    except data_errors() as err:
+        result = run(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt", resume=resume, on_epoch=write)
+    except (*data_errors(), FileExistsError) as err:
         fail(str(err))
+    write(result)
     typer.echo(f"{scenario} (i.i.d., {cfg.arch}, {cfg.learner}, {cfg.epochs} epoch(s), {result['device']}): "
                f"test accuracy {100 * result['test_acc']:.2f}%")
-    typer.echo(f"run directory: {save_json(out / 'result.json', result).parent}")
+    typer.echo(f"run directory: {out} (result.json, checkpoint.pt, learning_curve.png)")
 
 
 def train_stream(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
@@ -251,8 +258,13 @@ def bench_accuracy(
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Path = typer.Option(Path("runs/bench-mnist.json"), help="JSON result file (the plot goes beside it)."),
+    resume: bool = typer.Option(False, help="Continue the interrupted benchmark of --out (same options) from OUT.state/."),
 ) -> None:
-    """Benchmark the Hebbian learner against backprop (Adam, SGD-momentum; tuned lr), same budget."""
+    """Benchmark the Hebbian learner against backprop (Adam, SGD-momentum; tuned lr), same budget.
+
+    Every run is checkpointed after each epoch in OUT.state/ (removed when the benchmark finishes)."""
+    import shutil
+
     from hebbedge.bench import benchmark
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
@@ -261,13 +273,15 @@ def bench_accuracy(
     cfg = make_config(scenario, learner="hebbian", arch=arch, widths=widths, width_factor=width_factor,
                       epochs=epochs, batch_size=batch_size, train_size=train_size, seed=seed)
     adam, sgd = parse_list(adam_lrs, "--adam-lrs"), parse_list(sgd_lrs, "--sgd-lrs")
+    state_dir = out.with_suffix(".state")
     try:
-        result = benchmark(cfg, tune_epochs, adam, sgd, str(pick_device(device)), data_dir)
-    except data_errors() as err:
+        result = benchmark(cfg, tune_epochs, adam, sgd, str(pick_device(device)), data_dir, state_dir=state_dir, resume=resume)
+    except (*data_errors(), FileExistsError) as err:
         fail(str(err))
     for name, r in result["summary"].items():
         typer.echo(f"{name:8s} test acc {100 * r['test_acc']:.2f}%" + (f"  (lr {r['lr']:g})" if "lr" in r else "") + f"  {r['seconds']:.0f}s")
     typer.echo(f"result written to {save_json(out, result)}")
+    shutil.rmtree(state_dir)
     typer.echo(f"learning curves plotted to {plot_learning_curves(result, out.with_suffix('.png'))}")
 
 

@@ -13,18 +13,25 @@ from hebbedge.files import atomic_write  # noqa: E402
 
 
 def plot_learning_curves(result: dict, path: str | Path) -> Path:
-    """Validation accuracy per epoch of every run in a benchmark record."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, run in result["runs"].items():
+    """Validation (solid) and test (dashed) accuracy per epoch of an i.i.d. run (`hebbedge train`'s
+    record) or of every run in a benchmark record (`hebbedge bench accuracy`'s); a run still
+    training is drawn as far as it got."""
+    runs = result["runs"] if "runs" in result else {result["config"]["learner"]: result}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (name, run) in enumerate(runs.items()):
         epochs = [h["epoch"] for h in run["history"]]
-        ax.plot(epochs, [100 * h["val_acc"] for h in run["history"]], marker="o", ms=3,
-                label=f"{name} (test {100 * run['test_acc']:.2f}%)")
-    cfg = next(iter(result["runs"].values()))["config"]
+        final = f"test {100 * run['test_acc']:.2f}%" if run.get("test_acc") is not None else f"{len(epochs)} epochs so far"
+        if "val_acc" in run["history"][0]:
+            ax.plot(epochs, [100 * h["val_acc"] for h in run["history"]], marker="o", ms=3, color=f"C{k}",
+                    label=f"{name} validation ({final})")
+        if "test_acc" in run["history"][0]:
+            ax.plot(epochs, [100 * h["test_acc"] for h in run["history"]], ls="--", color=f"C{k}", label=f"{name} test")
+    cfg = next(iter(runs.values()))["config"]
     arch = "x".join(map(str, cfg["widths"])) if cfg["arch"] == "linear" else f"conv F-{cfg['width_factor']}"
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
-           title=f"{result['benchmark']}, {arch}, batch {cfg['batch_size']} ({result['device']})")
+    name = result.get("benchmark", f"{cfg['dataset']} {cfg['learner']} seed {cfg['seed']}")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{name}, {arch}, batch {cfg['batch_size']} ({result['device']})")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)

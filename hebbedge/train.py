@@ -9,6 +9,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -109,6 +110,22 @@ def load_normalised(dataset: str, device: torch.device, data_dir: str | None = N
     return tuple(t.to(device) for train in (True, False) for t in load_standardised(dataset, train, data_dir))
 
 
+def _rng_state(shuffle: torch.Generator) -> dict:
+    """Every random stream a training epoch draws from, as tensors (the batch order, dropout's global
+    generator, CUDA's), so a resumed run continues exactly where the uninterrupted one would."""
+    state = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, shuffle: torch.Generator) -> None:
+    shuffle.set_state(state["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def fit(
     learner: HebbianLearner | BackpropLearner,
     x: torch.Tensor,
@@ -119,14 +136,25 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    state: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train for `epochs`; with `val`, keep the weights of the best validation epoch (thesis ch. 6).
 
-    Returns one record per epoch: mean training loss, validation accuracy, seconds.
+    Returns one record per epoch: mean training loss, seconds, validation accuracy (with `val`) and
+    test accuracy (with `test`; recorded for the learning curve only, never used to choose).
+    After every epoch `on_epoch` gets the fit state: the learner, the history, the best
+    validation weights and the RNG state, all tensors and plain values. Passing such a state back
+    as `state` continues from it, to the same result as a run that was never interrupted.
     """
     g = torch.Generator().manual_seed(seed)
-    history, best = [], (-1.0, None)
-    for epoch in range(1, epochs + 1):
+    history, best = [], None  # best: {"epoch", "val_acc", "model"} of the best validation epoch so far
+    if state is not None:
+        learner.load_state_dict(state["learner"])
+        history, best = list(state["history"]), state["best"]
+        _set_rng_state(state["rng"], g)
+    for epoch in range(len(history) + 1, epochs + 1):
         start, losses = time.time(), []
         order = torch.randperm(len(x), generator=g).to(x.device)
         bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)
@@ -138,40 +166,84 @@ def fit(
         record = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "seconds": time.time() - start}
         if val is not None:
             record["val_acc"] = evaluate(learner.model, *val)
-            if record["val_acc"] > best[0]:
-                best = (record["val_acc"], copy.deepcopy(learner.model.state_dict()))
+            if best is None or record["val_acc"] > best["val_acc"]:
+                best = {"epoch": epoch, "val_acc": record["val_acc"], "model": copy.deepcopy(learner.model.state_dict())}
+        if test is not None:
+            record["test_acc"] = evaluate(learner.model, *test)
         history.append(record)
+        if on_epoch is not None:
+            on_epoch({"history": history, "best": best, "rng": _rng_state(g), "learner": learner.state_dict()})
         if progress:
             tqdm.write(f"{desc} epoch {epoch}/{epochs}: loss {record['train_loss']:.4f}"
                        + (f", val acc {100 * record['val_acc']:.2f}%" if val is not None else "")
+                       + (f", test acc {100 * record['test_acc']:.2f}%" if test is not None else "")
                        + f" ({record['seconds']:.0f}s)")
-    if best[1] is not None:
-        learner.model.load_state_dict(best[1])
+    if best is not None:
+        learner.model.load_state_dict(best["model"])
     return history
 
 
-def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, progress: bool = True,
-        data: tuple[torch.Tensor, ...] | None = None, checkpoint: str | Path | None = None) -> dict:
-    """Train one config on its i.i.d. dataset; returns config, history and test accuracy.
+def summary(cfg: TrainConfig, device: torch.device, history: list[dict], test_acc: float | None) -> dict:
+    """The JSON record of a run; `test_acc` None while it is still training.
 
-    With `checkpoint`, the trained model and learner state are saved there (atomically) with the config.
+    `test_acc` is the test accuracy of the best validation epoch (of the last epoch without a validation split).
+    """
+    best = max(history, key=lambda h: h["val_acc"]) if history and "val_acc" in history[0] else None
+    return {
+        "config": asdict(cfg),
+        "device": str(device),
+        "finished": test_acc is not None,
+        "epochs_done": len(history),
+        "history": history,
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_acc": best["val_acc"] if best else None,
+        "test_acc": test_acc,
+        "seconds": sum(h["seconds"] for h in history),  # training time over all epochs, across resumes
+    }
+
+
+def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, progress: bool = True,
+        data: tuple[torch.Tensor, ...] | None = None, checkpoint: str | Path | None = None, resume: bool = False,
+        on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train one config on its i.i.d. dataset; returns the record of `summary`.
+
+    With `checkpoint`, the run is saved there (atomically) after every epoch; the finished run's
+    checkpoint holds the best validation epoch's weights under "learner" (what export loads), an
+    unfinished one the last epoch's. `resume` continues from an existing checkpoint of the same
+    config; without it an existing checkpoint is an error, so a run is never overwritten by mistake.
+    `on_epoch` gets the partial record (`test_acc` None) after every epoch.
     """
     dev = resolve_device(device)
+    state = None
+    if checkpoint is not None and Path(checkpoint).exists():
+        if not resume:
+            raise FileExistsError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --out")
+        state = torch.load(checkpoint, map_location=dev, weights_only=True)
+        if state["config"] != asdict(cfg):
+            changed = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
+            raise ValueError(f"{checkpoint} is a run with other settings ({', '.join(changed)} differ); "
+                             "resume it with the same options, or choose another --out")
     x_train, y_train, x_test, y_test = data if data is not None else load_normalised(cfg.dataset, dev, data_dir)
     torch.manual_seed(cfg.seed)
     perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
     val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:][:cfg.train_size]
     model, learner = build(cfg, tuple(x_train.shape[1:]), int(y_train.max()) + 1, dev)
     val = (x_train[val_idx], y_train[val_idx]) if cfg.val_size else None
-    start = time.time()
-    history = fit(learner, x_train[train_idx], y_train[train_idx], cfg.epochs, cfg.batch_size, val, cfg.seed, progress, desc=cfg.learner)
-    if checkpoint:
-        save_checkpoint(checkpoint, {"config": asdict(cfg), "learner": learner.state_dict()})
-    return {
-        "config": asdict(cfg),
-        "device": str(dev),
-        "history": history,
-        "best_val_acc": max((h["val_acc"] for h in history), default=None) if val else None,
-        "test_acc": evaluate(model, x_test, y_test),
-        "seconds": time.time() - start,
-    }
+
+    final = state  # the latest fit state: the loaded one, then each epoch's
+
+    def epoch_done(fit_state: dict) -> None:
+        nonlocal final
+        final = fit_state
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"config": asdict(cfg), **fit_state})
+        if on_epoch is not None:
+            on_epoch(summary(cfg, dev, fit_state["history"], None))
+
+    history = fit(learner, x_train[train_idx], y_train[train_idx], cfg.epochs, cfg.batch_size, val, cfg.seed, progress,
+                  desc=cfg.learner, test=(x_test, y_test), state=state, on_epoch=epoch_done)
+    if checkpoint is not None and final["best"] is not None:
+        # fit has loaded the best epoch's weights: they become the run's weights, with nothing left to
+        # choose from, so resuming the finished run only evaluates it.
+        save_checkpoint(checkpoint, {"config": asdict(cfg), **final, "best": None, "learner": learner.state_dict()})
+    return summary(cfg, dev, history, evaluate(model, x_test, y_test))
