@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hebbedge.files import atomic_write  # noqa: E402
 
@@ -20,18 +21,21 @@ def plot_learning_curves(result: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k, (name, run) in enumerate(runs.items()):
         epochs = [h["epoch"] for h in run["history"]]
-        final = f"test {100 * run['test_acc']:.2f}%" if run.get("test_acc") is not None else f"{len(epochs)} epochs so far"
+        final = (f"test {100 * run['test_acc']:.2f}%" if run.get("test_acc") is not None
+                 else f"epoch {len(epochs)} of {run['config']['epochs']} so far")
         if "val_acc" in run["history"][0]:
             ax.plot(epochs, [100 * h["val_acc"] for h in run["history"]], marker="o", ms=3, color=f"C{k}",
                     label=f"{name} validation ({final})")
         if "test_acc" in run["history"][0]:
-            ax.plot(epochs, [100 * h["test_acc"] for h in run["history"]], ls="--", color=f"C{k}", label=f"{name} test")
+            ax.plot(epochs, [100 * h["test_acc"] for h in run["history"]], ls="--", marker="x", ms=3, color=f"C{k}",
+                    label=f"{name} test")
     cfg = next(iter(runs.values()))["config"]
     arch = "x".join(map(str, cfg["widths"])) if cfg["arch"] == "linear" else f"conv F-{cfg['width_factor']}"
     name = result.get("benchmark", f"{cfg['dataset']} {cfg['learner']} seed {cfg['seed']}")
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{name}, {arch}, batch {cfg['batch_size']} ({result['device']})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")  # rising curves leave that corner free
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
