@@ -1,6 +1,7 @@
 """Tests for hebbedge.data: IDX parsing, the search path, error messages, the carried MNIST copy."""
 
 import gzip
+import hashlib
 import socket
 import struct
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_incomplete_folder_is_skipped(isolated):
 
 
 def test_not_found_message(isolated, monkeypatch):
+    make_dataset(isolated / "explicit" / "mnist")  # a data folder, but without the dataset asked for
     monkeypatch.setenv("HEBBEDGE_DATA", str(isolated / "env"))
     with pytest.raises(data.DataNotFoundError) as info:
         data.resolve("fashion-mnist", isolated / "explicit", download=False)
@@ -165,3 +167,98 @@ def test_mean_std_matches_carried_mnist():
     mean, std = data.MEAN_STD["mnist"]
     x, _ = data.load_split("mnist", train=True, data_dir=data.PACKAGE_ROOT, download=False)
     assert abs(x.mean().item() - mean) < 1e-3 and abs(x.std().item() - std) < 1e-3
+
+
+def damaged(raw: bytes, n: int = 40) -> list[tuple[str, bytes]]:
+    """`raw` cut short at n offsets, and with one byte flipped at n offsets, spread over the whole file."""
+    offsets = sorted({int(k * (len(raw) - 1) / (n - 1)) for k in range(n)})
+    return ([(f"cut at {o}", raw[:o]) for o in offsets]
+            + [(f"flipped at {o}", raw[:o] + bytes([raw[o] ^ 0x5A]) + raw[o + 1:]) for o in offsets])
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_a_damaged_idx_file_is_a_one_line_error_naming_it(tmp_path, suffix):
+    good = write_idx(tmp_path / f"good-idx3-ubyte{suffix}", np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28))
+    path = tmp_path / f"bad-idx3-ubyte{suffix}"
+    for how, raw in damaged(good.read_bytes()):
+        path.write_bytes(raw)
+        try:
+            data.read_idx(path)  # a flipped pixel, or a flipped size that still fits the data, is not detectable
+        except data.BadFileError as err:
+            assert str(err).startswith(f"{path}: ") and "\n" not in str(err), (how, err)
+
+
+def test_a_gz_that_is_not_gzip_names_what_was_expected(tmp_path):
+    path = tmp_path / "x-idx1-ubyte.gz"
+    path.write_bytes(b"\0\0\x08\x01\0\0\0\x01\x07")  # plain IDX under a .gz name
+    with pytest.raises(data.BadFileError, match="x-idx1-ubyte.gz: expected a gzip-compressed IDX file"):
+        data.read_idx(path)
+
+
+def test_labels_shorter_than_images_name_the_labels_file(isolated):
+    folder = make_dataset(isolated / "d" / "mnist", n_train=5, n_test=3)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(4, dtype=np.uint8))
+    with pytest.raises(data.BadFileError, match=r"train-labels-idx1-ubyte.gz: expected 5 unsigned-byte labels, one per image"):
+        data.load_split("mnist", True, isolated / "d", download=False)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(5, 10, dtype=np.uint8))
+    with pytest.raises(data.BadFileError, match="train-labels-idx1-ubyte.gz: expected labels 0..9; got 10"):
+        data.load_split("mnist", True, isolated / "d", download=False)
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((5, 28, 28), dtype=np.float32), type_code=0x0D)
+    with pytest.raises(data.BadFileError, match="train-images-idx3-ubyte.gz: expected unsigned-byte images"):
+        data.load_split("mnist", True, isolated / "d", download=False)
+
+
+def test_an_explicit_data_dir_must_hold_data_and_is_never_a_reason_to_download(isolated, monkeypatch):
+    import torchvision
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_download)
+    make_dataset(isolated / "system" / "mnist")  # what the search would otherwise fall back to
+    with pytest.raises(data.DataDirError, match=f"{isolated / 'missing'}: no such folder"):
+        data.resolve("mnist", isolated / "missing")
+    (isolated / "empty").mkdir()
+    with pytest.raises(data.DataDirError, match=f"{isolated / 'empty'}: holds no dataset"):
+        data.resolve("mnist", isolated / "empty")
+    with pytest.raises(data.DataDirError, match="holds no dataset"):
+        data.find_cifar10(isolated / "empty")
+
+
+def test_split_files_and_their_fingerprint(isolated):
+    folder = make_dataset(isolated / "d" / "mnist")
+    images, labels = data.split_files("mnist", False, isolated / "d", download=False)
+    assert (images.name, labels.name) == ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    record = data.fingerprint([images])
+    assert record == [{"file": str(images.resolve()), "bytes": images.stat().st_size,
+                       "sha256": hashlib.sha256((folder / images.name).read_bytes()).hexdigest()}]
+
+
+class Boom:
+    marker = ""
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_cifar_batches_are_unpickled_as_arrays_only(tmp_path):
+    import pickle
+
+    from test_scenarios import write_cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, n_per_batch=10)
+    x, y = data.load_cifar10(False, tmp_path)
+    assert x.shape == (10, 3, 32, 32) and y.shape == (10,)
+    Boom.marker = str(tmp_path / "ran")
+    good = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Boom(), b"labels": [0]}))
+    with pytest.raises(data.BadFileError, match="test_batch: expected a CIFAR-10 python batch .*holds a io.open object"):
+        data.load_cifar10(False, tmp_path)
+    assert not (tmp_path / "ran").exists()
+    for how, raw in damaged(good, n=25):
+        (folder / "test_batch").write_bytes(raw)
+        try:
+            data.load_cifar10(False, tmp_path)
+        except data.BadFileError as err:
+            assert str(err).startswith(f"{folder / 'test_batch'}: ") and "\n" not in str(err), (how, err)
