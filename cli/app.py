@@ -13,7 +13,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
-edge_app = typer.Typer(no_args_is_help=True, help="The edge runtime: ONNX Runtime + numpy, no PyTorch.")
+edge_app = typer.Typer(no_args_is_help=True, help="The edge runtime: ONNX graphs + numpy on ONNX Runtime, OpenVINO, tract or onnx.reference; no PyTorch.")
 app.add_typer(edge_app, name="edge")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (long runs with their own commands, not tests).")
 app.add_typer(bench_app, name="bench")
@@ -352,39 +352,62 @@ def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory of `hebbedge train`."),
     out: Optional[Path] = typer.Option(None, help="Model directory to write. Default RUN_DIR/edge."),
     freeze_c: bool = typer.Option(False, help="Also export the learning step for a run whose C was not frozen (C as it is now)."),
-    int8: bool = typer.Option(False, help="Also write an ONNX Runtime int8 (dynamically quantised) copy."),
+    int8: bool = typer.Option(False, help="Also write an int8 predict graph (needs --calibration)."),
+    fp16: bool = typer.Option(False, help="Also write a float16 predict graph (needs --calibration)."),
+    calibration: Optional[Path] = typer.Option(None, help="Labelled held-out images (.safetensors/.npz with x, y; e.g. from "
+                                                          "`hebbedge stream-data`) on which each variant is measured against fp32."),
+    force: bool = typer.Option(False, help="Keep a variant even when it falls more than 1 point below fp32."),
 ) -> None:
-    """Write model.onnx (+ update.onnx and state.npz for a frozen-C Hebbian run) and metadata.json."""
+    """Write a model directory for the edge: the predict/learn/refresh graphs, the float32 state, manifest.json."""
+    from hebbedge.export.edge import EdgeError, load_arrays
     from hebbedge.export.onnx import export_run
+    from hebbedge.export.precision import PrecisionRefused
 
     out = out or run_dir / "edge"
+    precisions = tuple(p for p, on in (("int8", int8), ("fp16", fp16)) if on)
     try:
-        meta = export_run(run_dir, out, freeze_c, int8)
-    except (ValueError, FileNotFoundError) as err:
+        cal = None
+        if calibration is not None:
+            cal = load_arrays(calibration)
+            if cal[1] is None:
+                fail(f"{calibration}: calibration data needs labels (array 'y')")
+        manifest = export_run(run_dir, out, freeze_c, precisions, cal, force)
+    except PrecisionRefused as err:
+        typer.echo(f"exported to {out} without the refused variant(s)")
         fail(str(err))
-    files = ["model.onnx", "metadata.json"] + (["update.onnx", "state.npz"] if meta["update"] else []) + ([meta["int8"]] if meta["int8"] else [])
-    typer.echo(f"exported to {out}: {', '.join(files)}")
-    if not meta["update"] and meta["learner"] in ("hebbian", "random"):
-        typer.echo("no update.onnx: C was not frozen in this run; pass --freeze-c to export the learning step anyway")
+    except (ValueError, FileNotFoundError, EdgeError) as err:
+        fail(str(err))
+    typer.echo(f"exported to {out}: {', '.join(manifest['files'])}" + (", state.safetensors" if manifest["state"] else ""))
+    for precision, v in manifest["variants"].items():
+        typer.echo(f"  {precision}: accuracy {100 * v['accuracy']:.2f}% against fp32 {100 * v['fp32_accuracy']:.2f}% "
+                   f"on {v['samples']} calibration samples")
+    if "learn" not in manifest["graphs"] and manifest["learner"] in ("hebbian", "random"):
+        typer.echo("no learn.onnx: C was not frozen in this run; pass --freeze-c to export the learning step anyway")
 
 
 @app.command("latency")
 def latency(
-    run_dir: Path = typer.Argument(..., help="A run directory of `hebbedge train`."),
-    out: Optional[Path] = typer.Option(None, help="Where the exported models and latency.json go. Default RUN_DIR/latency."),
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`."),
+    runtime: Optional[list[str]] = typer.Option(None, help="Runtimes to measure (default: every one installed)."),
     repeats: int = typer.Option(50, help="Timed repeats per measurement (the median is reported)."),
 ) -> None:
-    """CPU latency (batch 1 and 64) and file size: PyTorch eager vs ONNX Runtime fp32 vs int8."""
-    from hebbedge.export.latency import markdown, measure
-    from hebbedge.files import save_json
+    """Batch-1 predict per precision, batch-64 learning step, classifier refresh and peak memory on each runtime; file sizes."""
+    from hebbedge.export.check import all_runtimes
+    from hebbedge.export.latency import file_sizes, measure
 
-    out = out or run_dir / "latency"
-    try:
-        result = measure(run_dir, out, repeats=repeats)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    typer.echo(markdown(result))
-    typer.echo(f"written to {save_json(out / 'latency.json', result)}")
+    edge_model(model_dir)  # a clear error for a bad directory before any runtime starts
+    typer.echo("| runtime | predict b1 (ms) per precision | learn b64 (ms) | refresh (ms) | peak RSS (MB) |")
+    typer.echo("| --- | --- | --- | --- | --- |")
+    for name in runtime or all_runtimes():
+        try:
+            r = measure(model_dir, name, repeats)
+        except RuntimeError as err:
+            typer.echo(f"| {name} | error: {err} | | | |")
+            continue
+        predict = ", ".join(f"{p} {ms:.3f}" for p, ms in r["predict_ms"].items())
+        typer.echo(f"| {name} | {predict} | {r.get('learn_ms', float('nan')):.2f} | {r.get('refresh_ms', float('nan')):.1f} | "
+                   f"{r['peak_rss_mb']:.0f} |")
+    typer.echo("files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in file_sizes(model_dir).items()))
 
 
 @bench_app.command("fasthebb")
@@ -481,13 +504,13 @@ def softhebb_cmd(
 @app.command("stream-data")
 def stream_data(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
-    out: Path = typer.Option(..., help="Folder for expK-train.npz / expK-test.npz (uint8 images x, labels y)."),
+    out: Path = typer.Option(..., help="Folder for expK-train.safetensors / expK-test.safetensors (uint8 images x, int64 labels y)."),
     seed: int = SEED,
     train_size: Optional[int] = TRAIN_SIZE,
     test_size: Optional[int] = typer.Option(None, help="Keep only this many test samples."),
     data_dir: Optional[str] = DATA_DIR,
 ) -> None:
-    """Write each experience of a stream as .npz files, the input of `hebbedge edge adapt`."""
+    """Write each experience of a stream as .safetensors files, the input of `hebbedge edge adapt` (any language reads them)."""
     from hebbedge.export.onnx import stream_arrays
 
     check_stream(scenario)
@@ -498,31 +521,35 @@ def stream_data(
     typer.echo(f"wrote {len(paths)} files to {out}")
 
 
-def edge_model(model_dir: Path, int8: bool = False):
+def edge_model(model_dir: Path, runtime: str = "onnxruntime", precision: str = "fp32"):
     from hebbedge.export.edge import EdgeError, EdgeModel
 
     try:
-        return EdgeModel(model_dir, int8)
+        return EdgeModel(model_dir, runtime, precision)
     except EdgeError as err:
         fail(str(err))
+
+
+RUNTIME = typer.Option("onnxruntime", help="onnxruntime, openvino, tract or onnx-reference (Node: export/js/cli.mjs).")
 
 
 @edge_app.command("predict")
 def edge_predict(
     model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`."),
-    inputs: list[Path] = typer.Argument(..., help="Images (PNG/JPEG), .npy image arrays, or .npz files with images x (and labels y)."),
-    int8: bool = typer.Option(False, help="Use the int8 model."),
+    inputs: list[Path] = typer.Argument(..., help="Images (PNG/JPEG), .npy image arrays, or .safetensors/.npz files with images x (and labels y)."),
+    precision: str = typer.Option("fp32", help="fp32, or a variant the export wrote (int8, fp16)."),
+    runtime: str = RUNTIME,
 ) -> None:
-    """Predict classes with ONNX Runtime; with labelled .npz input, also print the accuracy."""
-    from hebbedge.export.edge import EdgeError, load_image, load_npy, load_npz
+    """Predict classes; with labelled input, also print the accuracy."""
+    from hebbedge.export.edge import EdgeError, load_arrays, load_image, load_npy
 
-    model = edge_model(model_dir, int8)
+    model = edge_model(model_dir, runtime, precision)
     try:
         for path in inputs:
-            if path.suffix == ".npz":
-                x, y = load_npz(path)
+            if path.suffix in (".npz", ".safetensors"):
+                x, y = load_arrays(path)
                 pred = model.predict(x)
-                acc = f", accuracy {100 * float((pred == y).mean()):.2f}%" if y is not None else ""
+                acc = f", accuracy {100 * float((pred == model.labels(y, len(pred))).mean()):.2f}%" if y is not None else ""
                 typer.echo(f"{path}: {len(pred)} predictions{acc}")
             elif path.suffix == ".npy":
                 typer.echo(f"{path}: classes {model.predict(load_npy(path)).tolist()}")
@@ -534,32 +561,64 @@ def edge_predict(
 
 @edge_app.command("adapt")
 def edge_adapt(
-    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export` with update.onnx."),
-    data: list[Path] = typer.Option(..., help="Labelled .npz files (x, y) to learn from, in order."),
-    eval_data: Optional[list[Path]] = typer.Option(None, "--eval", help="Labelled .npz files to report accuracy on before and after."),
-    batch_size: int = typer.Option(64, help="Samples per Hebbian step."),
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export` with learn.onnx."),
+    data: list[Path] = typer.Option(..., help="Labelled .safetensors/.npz files (x, y) to learn from, in order."),
+    eval_data: Optional[list[Path]] = typer.Option(None, "--eval", help="Labelled files to report accuracy on before and after."),
+    batch_size: int = typer.Option(64, help="Samples per learning step."),
     seed: int = typer.Option(0, help="Shuffle seed for the sample order."),
+    runtime: str = RUNTIME,
 ) -> None:
-    """Keep learning on-device (frozen C, backprop-free); save the new weights atomically."""
-    from hebbedge.export.edge import EdgeError, load_npz
+    """Keep learning on-device (backprop-free); the new state is saved atomically once every step has succeeded."""
+    from hebbedge.export.edge import EdgeError, load_arrays
 
-    model = edge_model(model_dir)
+    model = edge_model(model_dir, runtime)
     try:
-        evals = [(p, *load_npz(p)) for p in eval_data or []]
+        evals = [(p, *load_arrays(p)) for p in eval_data or []]
         before = [model.accuracy(x, y) for _, x, y in evals]
         steps = 0
         for path in data:
-            x, y = load_npz(path)
+            x, y = load_arrays(path)
             if y is None:
                 fail(f"{path}: adapt needs labels (array 'y')")
-            steps += model.adapt(x, y, batch_size, seed)
+            steps += model.learn(x, y, batch_size, seed)
         model.save()  # only once every step has succeeded
         after = [model.accuracy(x, y) for _, x, y in evals]
     except EdgeError as err:
         fail(str(err))
-    typer.echo(f"{steps} Hebbian steps; weights saved to {model_dir}")
+    typer.echo(f"{steps} learning steps; state saved to {model_dir}")
     for (path, _, _), a, b in zip(evals, before, after):
         typer.echo(f"  {path.name}: accuracy {100 * a:.2f}% -> {100 * b:.2f}%")
+
+
+@edge_app.command("check")
+def edge_check(
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`."),
+    data: Optional[list[Path]] = typer.Option(None, help="Labelled files each runtime learns from, in order (a copy of the directory learns)."),
+    eval_data: Optional[list[Path]] = typer.Option(None, "--eval", help="Labelled files every runtime and precision predicts after learning."),
+    runtime: Optional[list[str]] = typer.Option(None, help="Runtimes (default: every one installed, Node's client included)."),
+    latency: bool = typer.Option(True, help="Also measure latency and peak memory."),
+    repeats: int = typer.Option(20, help="Timed repeats per latency measurement."),
+    out: Optional[Path] = typer.Option(None, help="Also write the matrix as check.json and check.md into this folder."),
+) -> None:
+    """The learning cycle on every runtime and precision: agreement, accuracy, latency, memory, size."""
+    from hebbedge.export.check import check, markdown
+    from hebbedge.export.edge import EdgeError
+    from hebbedge.files import atomic_write, save_json
+
+    edge_model(model_dir)
+    if not eval_data:
+        fail("--eval: give at least one labelled file to predict (e.g. the test files of `hebbedge stream-data`)")
+    try:
+        result = check(model_dir, data or [], eval_data, runtime, latency, repeats, progress=lambda m: typer.echo(m, err=True))
+    except EdgeError as err:
+        fail(str(err))
+    table = markdown(result)
+    typer.echo(table)
+    if out is not None:
+        save_json(out / "check.json", result)
+        atomic_write(out / "check.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    if any("error" in r for r in result["rows"]):
+        raise typer.Exit(1)
 
 
 def main() -> None:

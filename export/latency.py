@@ -1,21 +1,28 @@
-"""CPU latency and file size: PyTorch eager vs ONNX Runtime fp32 vs int8, measured side by side."""
+"""Latency, memory and size of a model directory on every runtime: batch-1 predict per precision,
+a batch-64 learning step, the classifier refresh, peak resident memory.
+
+Each runtime is measured in a process of its own (``python -m hebbedge.export.latency``, or the
+JavaScript client's ``bench`` for Node), so its peak memory is its own: the process's maximum
+resident set, which includes the interpreter (about 30-60 MB for Python with numpy, 40-50 MB for Node).
+"""
 
 from __future__ import annotations
 
-import io
+import json
 import os
-import platform
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
-import torch
 
-from hebbedge.export.onnx import Inference, export_run, load_run
+BATCH_LEARN = 64
 
 
-def _median_ms(fn, repeats: int) -> float:
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -25,45 +32,65 @@ def _median_ms(fn, repeats: int) -> float:
     return 1000 * float(np.median(times))
 
 
-@torch.no_grad()
-def latency_rows(eager: torch.nn.Module, sessions: dict[str, ort.InferenceSession], in_shape: tuple[int, ...],
-                 batches: tuple[int, ...], repeats: int) -> list[dict]:
-    """Median ms of the eager module and of each session on the same random images, per batch size."""
+def latency_rows(eager, sessions: dict, in_shape: tuple[int, ...], batches: tuple[int, ...], repeats: int) -> list[dict]:
+    """Median ms of a PyTorch module and of each ONNX Runtime session on the same random images, per batch size."""
+    import torch
+
     rows = []
     for batch in batches:
         x = np.random.default_rng(0).random((batch, *in_shape), dtype=np.float32)
         xt = torch.from_numpy(x)
-        row = {"batch": batch, "pytorch eager": _median_ms(lambda: eager(xt), repeats)}
+        with torch.no_grad():
+            row = {"batch": batch, "pytorch eager": _median_ms(lambda: eager(xt), repeats)}
         for name, sess in sessions.items():
             row[name] = _median_ms(lambda s=sess: s.run(None, {"images": x}), repeats)
         rows.append(row)
     return rows
 
 
-@torch.no_grad()
-def measure(run_dir: str | Path, out_dir: str | Path, batches: tuple[int, ...] = (1, 64), repeats: int = 50) -> dict:
-    """Export `run_dir` (with int8) to `out_dir` and time all three on the same random inputs."""
-    out = Path(out_dir)
-    meta = export_run(run_dir, out, int8=True)
-    model, info = load_run(run_dir)
-    eager = Inference(model, info["mean"], info["std"]).eval()
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    sessions = {name: ort.InferenceSession(str(out / file), providers=["CPUExecutionProvider"])
-                for name, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", meta["int8"]))}
-    rows = latency_rows(eager, sessions, tuple(info["in_shape"]), batches, repeats)
-    sizes = {"pytorch eager": buf.getbuffer().nbytes, "onnxruntime fp32": os.path.getsize(out / "model.onnx"),
-             "onnxruntime int8": os.path.getsize(out / meta["int8"])}
-    return {"run": str(run_dir), "latency_ms": rows, "file_bytes": sizes, "repeats": repeats,
-            "threads": {"torch": torch.get_num_threads()}, "cpu": platform.processor() or platform.machine(),
-            "onnxruntime": ort.__version__, "torch": torch.__version__}
+def measure_here(model_dir: str | Path, runtime: str, repeats: int) -> dict:
+    """Time the cycle of `model_dir` on `runtime` in this process (on a copy of the state: nothing is saved)."""
+    from hebbedge.export.edge import EdgeModel
+
+    model = EdgeModel(model_dir, runtime)
+    rng = np.random.default_rng(0)
+    shape = model.input_shape
+    one = rng.integers(0, 256, (1, *shape), dtype=np.uint8)
+    result = {"runtime": runtime, "predict_ms": {}}
+    for precision in ["fp32", *model.manifest["variants"]]:
+        variant = model if precision == "fp32" else EdgeModel(model_dir, runtime, precision)
+        result["predict_ms"][precision] = _median_ms(lambda v=variant: v.logits(one), repeats)
+    if model.can_learn:
+        x = rng.integers(0, 256, (BATCH_LEARN, *shape), dtype=np.uint8)
+        y = np.arange(BATCH_LEARN) % model.n_classes
+        images, labels = model.images(x), model.labels(y, BATCH_LEARN)
+        spec = model.graphs["learn"]
+        feeds = {"images": images, "labels": labels, **{k: model.state[k] for k in spec["inputs"] if k in model.state}}
+        result["learn_ms"] = _median_ms(lambda: model._run(model._learn, feeds), max(3, repeats // 5))
+        if model._refresh is not None:
+            result["refresh_ms"] = _median_ms(model.refresh, max(3, repeats // 10))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
 
 
-def markdown(result: dict) -> str:
-    names = ["pytorch eager", "onnxruntime fp32", "onnxruntime int8"]
-    lines = ["| runtime | " + " | ".join(f"batch {r['batch']} (ms)" for r in result["latency_ms"]) + " | file size |",
-             "| --- |" + " --- |" * (len(result["latency_ms"]) + 1)]
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(f"{r[n]:.3f}" for r in result["latency_ms"])
-                     + f" | {result['file_bytes'][n] / 1e6:.2f} MB |")
-    return "\n".join(lines)
+def measure(model_dir: str | Path, runtime: str, repeats: int = 50) -> dict:
+    """``measure_here`` in a fresh process (Python runtimes) or the JavaScript client's bench (Node)."""
+    if runtime == "onnxruntime-node":
+        from hebbedge.export.node import run_client
+
+        return {"runtime": runtime, **json.loads(run_client(["bench", str(model_dir), "--repeats", str(repeats)]))}
+    done = subprocess.run([sys.executable, "-m", "hebbedge.export.latency", str(model_dir), runtime, str(repeats)],
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"latency on {runtime} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
+def file_sizes(model_dir: str | Path) -> dict[str, int]:
+    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    names = list(manifest["files"]) + (["state.safetensors"] if manifest["state"] else [])
+    return {name: os.path.getsize(Path(model_dir) / name) for name in names}
+
+
+if __name__ == "__main__":  # python -m hebbedge.export.latency DIR RUNTIME REPEATS
+    print(json.dumps(measure_here(sys.argv[1], sys.argv[2], int(sys.argv[3]))))

@@ -1,17 +1,20 @@
-"""Export a trained network to ONNX: inference, and one backprop-free learning step.
+"""Export a trained network to a model directory for the edge (see hebbedge/export/edge.py for the format).
 
-`model.onnx` maps raw images in [0, 1] to logits (the input standardisation is inside the graph).
-`update.onnx` is one learning step written as a pure function, built from the same layers, rule
-and readout objects as the PyTorch learner:
-- a frozen-C Hebbian network: (images, labels, W_1..W_n, M_1..M_n) -> (logits, W_1'..W_n', M_1'..M_n');
-- fixed features under an LDA readout: (images, labels, count, total, moment) -> (count', total',
-  moment'), the readout's Hebbian sums in float64; the edge solves the classifier from them.
-Both torch exporters silently drop in-place updates such as ``W.copy_``, so the old state must be
-graph inputs and the new state outputs.
+The graphs are built from the same layer, rule and readout code as the PyTorch learner
+(hebbedge/export/graphs.py). What the directory holds depends on the learner:
+
+- fixed features under an LDA readout (``random-lda``, ``softhebb-lda``): predict, learn and refresh, with
+  the readout's statistics as float32 state (converted from the float64 reference sums);
+- a frozen-C Hebbian network: predict and learn, with W_i and M_i as state;
+- anything else (a Hebbian run whose C still trains, the backprop baselines): predict with its weights inside.
+
+Reduced-precision copies of the predict graph (``precision.py``) are measured on labelled held-out data
+before they are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -21,186 +24,142 @@ import onnx
 import torch
 import torch.nn as nn
 
-from hebbedge.files import atomic_write, save_json, save_npz
-from hebbedge.layers import HebbLayer
+from hebbedge.export.edge import FORMAT, STATE_FILE, sha256_file, write_state
+from hebbedge.export.graphs import OPSET, HebbianLearn, HebbianPredict, Predict, ReadoutLearn, ReadoutPredict, hebbian_layers, refresh_model
+from hebbedge.files import atomic_write, save_json
 from hebbedge.readout import LDAReadout
 
-OPSET = 17
+# Files an export may write; any of them that the new export does not write is removed (a stale variant
+# or a graph of an earlier export must not be served beside the new manifest).
+EXPORT_FILES = ("predict.onnx", "predict.int8.onnx", "predict.fp16.onnx", "learn.onnx", "refresh.onnx", STATE_FILE,
+                "model.onnx", "model.int8.onnx", "update.onnx", "state.npz", "metadata.json")
 
 
-class Inference(nn.Module):
-    """Standardise, then the network in eval mode (committed weights)."""
-
-    def __init__(self, model: nn.Sequential, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.model = model.eval()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
-
-
-class FrozenStep(nn.Module):
-    """One frozen-C learner step as a pure function of the state (see the module docstring).
-
-    Same order as `HebbianLearner.step` in frozen mode: forward with W_eff = post(W + eta*C*M),
-    commit W' = W_eff, then M' = beta*M + D with D from each layer's rule. Dropout is off.
-    """
-
-    def __init__(self, model: nn.Sequential, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.inference = Inference(model, mean, std)
-        self.layers = [m for m in model if isinstance(m, HebbLayer)]
-        for layer in self.layers:
-            if layer.bias is not None:
-                raise ValueError("the exported learning step supports layers without bias (the thesis nets)")
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        n = len(self.layers)
-        weights, momenta = state[:n], state[n:]
-        h = (images - self.inference.mean) / self.inference.std
-        seen = []
-        for module in self.inference.model:
-            if isinstance(module, HebbLayer):
-                w, m = weights[len(seen)], momenta[len(seen)]
-                w_eff = module.pending(w, m) if module.eta != 0 else w
-                y = module.respond(h, w_eff)
-                seen.append((module, h, y, w_eff, m))
-                h = y
-            elif not isinstance(module, nn.Dropout):
-                h = module(h)
-        new_w, new_m = [], []
-        for module, x, y, w_eff, m in seen:
-            new_w.append(w_eff)
-            if module.eta != 0:
-                d_w, _ = module.rule.direction(module, x, y, labels)
-                m = module.beta * m + d_w
-            new_m.append(m)
-        return (h, *new_w, *new_m)
+def float32_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Python float literals (``clamp_min(1e-12)``) reach the exported graph as float64 Constants that are
+    cast to float32 at once; many edge targets have no float64, so they become float32 Constants here."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        value = node.attribute[0].t if node.op_type == "Constant" and node.attribute else None
+        if value is None or value.data_type != onnx.TensorProto.DOUBLE:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not all(u.op_type == "Cast" and u.attribute[0].i == onnx.TensorProto.FLOAT for u in users):
+            raise RuntimeError(f"float64 constant {node.output[0]} feeds {[u.op_type for u in users]}: not an export the edge can run")
+        value.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(value).astype(np.float32), value.name))
+    return model
 
 
-class ReadoutStep(nn.Module):
-    """One on-device step of an LDA readout on fixed features, as a pure function of its sums:
-    the same sums as ``LDAReadout.accumulate``, with the labels as a one-hot matrix (a GEMM instead
-    of a scatter)."""
-
-    def __init__(self, features: nn.Module, n_classes: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.inference = Inference(features, mean, std)
-        self.n_classes = n_classes
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, count: torch.Tensor, total: torch.Tensor,
-                moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.inference(images).to(torch.float64)
-        one_hot = (labels[:, None] == torch.arange(self.n_classes)[None]).to(torch.float64)
-        return count + one_hot.sum(0), total + one_hot.T @ f, moment + f.T @ f
-
-
-def solved_head(model: nn.Sequential) -> nn.Sequential:
-    """features -> LDA readout, with the readout replaced by the nn.Linear of its solved classifier (float32)."""
-    features, readout = model[:-1], model[-1]
-    head = nn.Linear(readout.n_features, readout.n_classes)
-    w, b = readout.solve()
-    head.weight.data.copy_(w.T)
-    head.bias.data.copy_(b)
-    return nn.Sequential(*features, head).float()
-
-
-def state_of(model: nn.Module) -> dict[str, np.ndarray]:
-    """W_i and M_i of every Hebbian layer, in order, as float32 arrays."""
-    layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
-    out = {f"W{i}": l.weight.detach().cpu().float().numpy() for i, l in enumerate(layers)}
-    out.update({f"M{i}": l.momentum.detach().cpu().float().numpy() for i, l in enumerate(layers)})
-    return out
-
-
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict,
-            fold: bool = False) -> None:
-    # Without constant folding each W stays an initializer under its state-dict name, which the edge
-    # runtime rewrites after learning; folding pre-transposes W, which the int8 quantiser needs.
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], batch_inputs: list[str]) -> None:
+    """torch.onnx.export to a temporary file, float32 only, checked, then renamed onto `path`. Without constant
+    folding the state inputs stay inputs and the fixed weights stay initializers under their own names."""
     def write(tmp: str) -> None:
         with warnings.catch_warnings():  # the batch-of-one guard is traced as a constant; the runtime skips such batches
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs,
-                              output_names=outputs, dynamic_axes=dynamic, do_constant_folding=fold)
-        onnx.checker.check_model(onnx.load(tmp))
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: the dynamo one emits no Scan-free graphs we need
+            torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET, input_names=inputs, output_names=outputs,
+                              dynamic_axes={name: {0: "batch"} for name in batch_inputs}, do_constant_folding=False)
+        model = float32_constants(onnx.load(tmp))
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, tmp)
 
     atomic_write(path, write)
 
 
-def weight_initializers(model_path: Path, model: nn.Sequential) -> list[str]:
-    """The initializer names that hold each Hebbian layer's W in the inference graph, in order."""
-    names = {init.name for init in onnx.load(str(model_path)).graph.initializer}
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, HebbLayer):
-            key = f"model.{name}.weight"
-            if key not in names:
-                raise RuntimeError(f"{model_path}: initializer {key!r} not found; the exporter renamed it")
-            found.append(key)
-    return found
+def _float32(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().to(torch.float32).contiguous().numpy() for k, v in tensors.items()}
 
 
 @torch.no_grad()
-def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                 out_dir: str | Path, classes: list[int], with_update: bool, int8: bool = False, extra: dict | None = None) -> dict:
-    """Write model.onnx (+ update.onnx, state.npz) and metadata.json into `out_dir`; returns the metadata.
-
-    A model ending in an `LDAReadout` is exported with its solved classifier as the last layer, and its
-    update step (always written: the features are fixed, only the readout learns) takes its sums.
-    """
-    out = Path(out_dir)
+def cycle_graphs(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
+                 out: Path, learns: bool) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """Write the cycle's graphs for `model` into `out`; returns (kind, the manifest's "graphs", initial state)."""
     model = model.cpu().eval()
-    lda = isinstance(model[-1], LDAReadout)
-    net = solved_head(model) if lda else model.float()
     example = torch.rand(2, *in_shape)
-    _export(Inference(net, mean, std), (example,), out / "model.onnx", ["images"], ["logits"],
-            {"images": {0: "batch"}, "logits": {0: "batch"}})
-    head = f"model.{len(net) - 1}"
-    meta = {
-        "format": "hebbedge-edge/1",
-        "input_shape": list(in_shape), "input_range": [0.0, 1.0], "mean": list(mean), "std": list(std),
-        "classes": classes, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__,
-        "weights": [f"{head}.weight", f"{head}.bias"] if lda else weight_initializers(out / "model.onnx", net),
-        "update": None, "int8": None, **(extra or {}),
+    labels = torch.arange(2)
+    if isinstance(model[-1], LDAReadout):
+        features, readout = model[:-1], model[-1]
+        weight, bias, centre = readout.solve()
+        state = _float32({"count": readout.count, "mean": readout.means(), "scatter": readout.scatter(),
+                          "weight": weight, "bias": bias, "centre": centre})
+        t = {k: torch.from_numpy(v) for k, v in state.items()}
+        head = ["weight", "bias", "centre"]
+        learned = ["count", "mean", "scatter"]
+        _export(ReadoutPredict(features, mean, std), (example, *(t[k] for k in head)), out / "predict.onnx",
+                ["images", *head], ["logits"], ["images", "logits"])
+        _export(ReadoutLearn(features, readout.n_classes, mean, std), (example, labels, *(t[k] for k in learned)),
+                out / "learn.onnx", ["images", "labels", *learned], [k + "_new" for k in learned], ["images", "labels"])
+        atomic_write(out / "refresh.onnx", lambda tmp: onnx.save(refresh_model(readout.n_features, readout.n_classes, readout.shrinkage), tmp))
+        return "readout", {
+            "predict": {"file": "predict.onnx", "inputs": ["images", *head], "outputs": ["logits"]},
+            "learn": {"file": "learn.onnx", "inputs": ["images", "labels", *learned], "outputs": learned, "min_batch": 1},
+            "refresh": {"file": "refresh.onnx", "inputs": learned, "outputs": head},
+        }, state
+    model = model.float()
+    if not learns:
+        _export(Predict(model, mean, std), (example,), out / "predict.onnx", ["images"], ["logits"], ["images", "logits"])
+        return "fixed", {"predict": {"file": "predict.onnx", "inputs": ["images"], "outputs": ["logits"]}}, {}
+    layers = hebbian_layers(model)
+    weights = [f"W{i}" for i in range(len(layers))]
+    names = weights + [f"M{i}" for i in range(len(layers))]
+    state = _float32({**{w: l.weight for w, l in zip(weights, layers)}, **{f"M{i}": l.momentum for i, l in enumerate(layers)}})
+    t = [torch.from_numpy(state[k]) for k in names]
+    _export(HebbianPredict(model, mean, std), (example, *t[:len(layers)]), out / "predict.onnx", ["images", *weights],
+            ["logits"], ["images", "logits"])
+    _export(HebbianLearn(model, mean, std), (example, labels, *t), out / "learn.onnx", ["images", "labels", *names],
+            [k + "_new" for k in names], ["images", "labels"])
+    return "hebbian", {
+        "predict": {"file": "predict.onnx", "inputs": ["images", *weights], "outputs": ["logits"]},
+        "learn": {"file": "learn.onnx", "inputs": ["images", "labels", *names], "outputs": names, "min_batch": 2},
+    }, state
+
+
+def export_model(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
+                 out_dir: str | Path, classes: list[int], learns: bool, precisions: tuple[str, ...] = (),
+                 calibration: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False,
+                 extra: dict | None = None) -> dict:
+    """Write a model directory into `out_dir` and return its manifest (the file written last).
+
+    `learns`: a Hebbian network also gets its frozen-C learning step (readouts always learn).
+    `precisions` ("int8", "fp16"): reduced-precision predict graphs, each measured on `calibration`
+    (uint8 or [0, 1] images, labels) against fp32; one more than ``precision.MAX_DROP`` below is refused
+    (``precision.PrecisionRefused``, after the rest is written) unless `force`.
+    """
+    from hebbedge.export.precision import PrecisionRefused, make_variant
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # from here until the new manifest, the directory is not valid
+    kind, graphs, state = cycle_graphs(model, in_shape, mean, std, out, learns)
+    written = [g["file"] for g in graphs.values()]
+    files = {name: sha256_file(out / name) for name in written}
+    model_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    if state:
+        write_state(out / STATE_FILE, state, model_id)
+    variants, refused = {}, []
+    for precision in precisions:
+        result = make_variant(precision, out, kind, graphs, state, calibration, force)
+        if result.get("refused"):
+            refused.append(result)
+            continue
+        variants[precision] = result
+        files[result["file"]] = sha256_file(out / result["file"])
+    for name in EXPORT_FILES:
+        if name not in files and not (name == STATE_FILE and state):
+            (out / name).unlink(missing_ok=True)
+    manifest = {
+        "format": FORMAT, "kind": kind, "model_id": model_id,
+        "input_shape": list(in_shape), "input_range": [0.0, 1.0], "classes": classes,
+        "graphs": graphs, "state": sorted(state), "variants": variants, "files": files,
+        "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__, **(extra or {}),
     }
-    labels = torch.arange(2) % len(classes)
-    dynamic = {"images": {0: "batch"}, "labels": {0: "batch"}}
-    if lda:
-        readout = model[-1]
-        state = {"count": readout.count, "total": readout.total, "moment": readout.moment}
-        _export(ReadoutStep(net[:-1], readout.n_classes, mean, std), (example, labels, *state.values()), out / "update.onnx",
-                ["images", "labels", *state], [k + "_new" for k in state], dynamic)
-        save_npz(out / "state.npz", **{k: v.numpy() for k, v in state.items()})
-        meta["update"] = {"file": "update.onnx", "state": "state.npz", "kind": "lda", "names": list(state),
-                          "shrinkage": readout.shrinkage}
-    elif with_update:
-        step = FrozenStep(net, mean, std)
-        state = state_of(net)
-        n = len(step.layers)
-        names = [f"W{i}" for i in range(n)] + [f"M{i}" for i in range(n)]
-        _export(step, (example, labels, *(torch.from_numpy(state[k]) for k in names)), out / "update.onnx",
-                ["images", "labels", *names], ["logits", *(k + "_new" for k in names)], {**dynamic, "logits": {0: "batch"}})
-        save_npz(out / "state.npz", **state)
-        meta["update"] = {"file": "update.onnx", "state": "state.npz", "kind": "hebbian", "names": names, "layers": n}
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        folded = out / ".model.folded.onnx"
-        _export(Inference(net, mean, std), (example,), folded, ["images"], ["logits"],
-                {"images": {0: "batch"}, "logits": {0: "batch"}}, fold=True)
-        try:
-            atomic_write(out / "model.int8.onnx", lambda tmp: quantize_dynamic(str(folded), tmp, weight_type=QuantType.QInt8))
-        finally:
-            folded.unlink()
-        meta["int8"] = "model.int8.onnx"  # a snapshot of the exported weights; `edge adapt` updates model.onnx
-    save_json(out / "metadata.json", meta)
-    return meta
-
-
-def read_metadata(model_dir: str | Path) -> dict:
-    return json.loads((Path(model_dir) / "metadata.json").read_text())
+    save_json(out / "manifest.json", manifest)
+    if refused:
+        raise PrecisionRefused(refused)
+    return manifest
 
 
 def dataset_mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -256,17 +215,23 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
                    "hebbian": hebbian, "frozen": frozen, "learner": learner, "dataset": dataset}
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, freeze_c: bool = False, int8: bool = False) -> dict:
-    """`hebbedge export`: model.onnx always; update.onnx for a Hebbian run whose C is frozen (or `freeze_c`)."""
+def export_run(run_dir: str | Path, out_dir: str | Path, freeze_c: bool = False, precisions: tuple[str, ...] = (),
+               calibration: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False) -> dict:
+    """`hebbedge export`: the model directory of a run (see ``export_model``); a Hebbian run learns on the
+    edge when its C was frozen (or with `freeze_c`, C as it is now)."""
     model, info = load_run(run_dir)
-    with_update = info["hebbian"] and (info["frozen"] or freeze_c)
+    learns = info["hebbian"] and (info["frozen"] or freeze_c)
     extra = {"source_run": str(run_dir), "learner": info["learner"], "dataset": info["dataset"]}
-    return export_model(model, info["in_shape"], info["mean"], info["std"], out_dir, info["classes"], with_update, int8, extra)
+    return export_model(model, info["in_shape"], info["mean"], info["std"], out_dir, info["classes"], learns, precisions,
+                        calibration, force, extra)
 
 
 def stream_arrays(scenario: str, out_dir: str | Path, seed: int = 0, data_dir: str | None = None,
                   train_size: int | None = None, test_size: int | None = None) -> list[Path]:
-    """Each experience of a stream as raw uint8 images + labels (expK-train.npz / expK-test.npz), for the edge."""
+    """Each experience of a stream as raw uint8 images x [N, C, H, W] + int64 labels y
+    (expK-train.safetensors / expK-test.safetensors), the edge's input in any language."""
+    from safetensors.numpy import save
+
     from hebbedge.scenarios import SCENARIOS, make_stream
 
     bm = make_stream(scenario, seed=seed, data_dir=data_dir, train_size=train_size, test_size=test_size)
@@ -277,8 +242,8 @@ def stream_arrays(scenario: str, out_dir: str | Path, seed: int = 0, data_dir: s
             loader = torch.utils.data.DataLoader(exp.dataset, batch_size=4096)
             xs, ys = zip(*[(b[0], b[1]) for b in loader])
             x = torch.cat(xs).numpy() * std + mean  # back to [0, 1]: the streams hold standardised images
-            images = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
-            path = Path(out_dir) / f"exp{k}-{split}.npz"
-            save_npz(path, x=images, y=torch.cat(ys).numpy())
+            arrays = {"x": np.clip(np.rint(x * 255), 0, 255).astype(np.uint8), "y": torch.cat(ys).numpy().astype(np.int64)}
+            path = Path(out_dir) / f"exp{k}-{split}.safetensors"
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(save(arrays)))
             written.append(path)
     return written

@@ -3,14 +3,21 @@
 The state is three sums over every sample seen: per-class counts n_c, per-class feature sums s_c,
 and the second moment S = sum_i x_i x_i^T (a Hebbian outer product, one GEMM per batch). The
 same samples in any order give the same state, so no ordering of the stream can make it forget.
-Prediction solves the classifier from the sums (Hayes et al. 2020, deep SLDA):
+Prediction solves the classifier from the sums (Hayes et al. 2020, deep SLDA), centred on the mean
+m of everything seen (which changes every score by the same amount, so no prediction changes, and
+keeps the scores small enough for reduced precision):
 
     mu_c = s_c / n_c,   Sigma = (S - sum_c n_c mu_c mu_c^T) / N   (the pooled within-class covariance)
-    W = ((1 - lambda) Sigma + lambda I)^-1 [mu_1 ... mu_C],   score_c(x) = x . W_c - mu_c . W_c / 2
+    W_c = ((1 - lambda) Sigma + lambda I)^-1 (mu_c - m),   score_c(x) = (x - m) . W_c - (mu_c - m) . W_c / 2
 
 Avalanche's ``StreamingLDA`` updates a running estimate of Sigma one sample at a time (a d x d
 pass per sample); here Sigma is exact and a batch costs one GEMM. The sums are kept in float64,
-where subtracting the class means from S loses nothing that matters.
+where subtracting the class means from S loses nothing that matters: this module is the reference.
+
+The edge keeps the same statistics in float32 in the form that stays accurate over long streams
+(``merge``: counts, class means and the pooled within-class scatter, merged batch by batch the
+Chan et al. way, so no large sum is ever subtracted from another), and solves the classifier with
+``gauss_jordan_solve`` (the ONNX graph in hebbedge/export/graphs.py runs the same elimination).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class LDAReadout(nn.Module):
         self.register_buffer("count", torch.zeros(n_classes, dtype=torch.float64))
         self.register_buffer("total", torch.zeros(n_classes, n_features, dtype=torch.float64))
         self.register_buffer("moment", torch.zeros(n_features, n_features, dtype=torch.float64))
-        self._solved: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._solved: tuple[torch.Tensor, ...] | None = None
         self._solved_for: tuple[int, ...] = ()  # the sums' storage and versions when last solved
 
     @torch.no_grad()
@@ -62,26 +69,75 @@ class LDAReadout(nn.Module):
 
     def covariance(self) -> torch.Tensor:
         """The pooled within-class covariance of everything seen (float64)."""
-        n = self.count.sum().clamp_min(1)
-        return (self.moment - self.total.T @ self.means()) / n
+        return self.scatter() / self.count.sum().clamp_min(1)
+
+    def scatter(self) -> torch.Tensor:
+        """The pooled within-class scatter, N times the covariance (float64)."""
+        return self.moment - self.total.T @ self.means()
 
     @torch.no_grad()
-    def solve(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W [d, C], bias [C]) of the linear classifier, in float64."""
-        d = self.n_features
-        precision_lhs = (1 - self.shrinkage) * self.covariance() + self.shrinkage * torch.eye(d, dtype=torch.float64, device=self.moment.device)
-        mu = self.means()
-        w = torch.linalg.solve(precision_lhs, mu.T)
-        bias = -0.5 * (mu.T * w).sum(0)
-        return w, bias.masked_fill(self.count == 0, UNSEEN)
+    def solve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight [C, d], bias [C], centre [d]) of the centred linear classifier, in float64."""
+        return classifier(self.count, self.means(), self.scatter(), self.shrinkage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = (self.moment.data_ptr(), self.moment._version, self.total._version, self.count._version)
         stale = state != self._solved_for
         if self._solved is None or self._solved[0].device != x.device or (stale and not self.training):
             self._solved, self._solved_for = self.solve(), state
-        w, bias = self._solved
-        return (x.to(torch.float64) @ w + bias).to(x.dtype)
+        return scores(x.to(torch.float64), *self._solved).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, n_classes={self.n_classes}, shrinkage={self.shrinkage}"
+
+
+def merge(features: torch.Tensor, one_hot: torch.Tensor, count: torch.Tensor, mean: torch.Tensor,
+          scatter: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Add a batch (features [B, d], one-hot labels [B, C]) to (count [C], class means [C, d], pooled
+    within-class scatter [d, d]); returns the new three.
+
+    Chan, Golub & LeVeque's pairwise update, per class: the batch's own scatter about its class means,
+    plus n_c m_c / (n_c + m_c) times the outer product of the difference of the means. Every term is a
+    sum of squares of centred values, so float32 keeps its accuracy however long the stream.
+    """
+    m = one_hot.sum(0)
+    batch_mean = (one_hot.T @ features) / m.clamp_min(1)[:, None]
+    residual = features - one_hot @ batch_mean
+    n = count + m
+    delta = batch_mean - mean
+    weight = (count * m / n.clamp_min(1))[:, None]
+    scatter = scatter + residual.T @ residual + delta.T @ (weight * delta)
+    return n, mean + (m / n.clamp_min(1))[:, None] * delta, scatter
+
+
+def classifier(count: torch.Tensor, mean: torch.Tensor, scatter: torch.Tensor, shrinkage: float,
+               solve=torch.linalg.solve) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight [C, d], bias [C], centre [d]) of the centred LDA classifier (module docstring), in the
+    dtype of the state. A class never seen gets the bias UNSEEN."""
+    n = count.sum().clamp_min(1)
+    centre = (count @ mean) / n
+    eye = torch.eye(len(scatter), dtype=scatter.dtype, device=scatter.device)
+    lhs = (1 - shrinkage) * scatter / n + shrinkage * eye
+    offset = mean - centre
+    weight = solve(lhs, offset.T).T
+    bias = -0.5 * (offset * weight).sum(1)
+    return weight, bias.masked_fill(count == 0, UNSEEN), centre
+
+
+def scores(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Class scores of features x [B, d] under a centred classifier."""
+    return (x - centre) @ weight.T + bias
+
+
+def gauss_jordan_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a^-1 b for a symmetric positive definite `a` [d, d] by Gauss-Jordan elimination without pivoting
+    (stable for such matrices, like Cholesky): step k divides row k of [a | b] by its pivot and removes
+    column k from every other row, one rank-1 update. After d steps the right block is the solution.
+    The edge's ONNX refresh graph runs these same steps (a Scan over k), the one solve every runtime has."""
+    m = torch.cat([a, b], 1)
+    for k in range(len(a)):
+        row = m[k] / m[k, k]
+        col = m[:, k].clone()
+        col[k] -= 1
+        m = m - col[:, None] * row[None, :]
+    return m[:, len(a):]

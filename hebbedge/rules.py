@@ -81,7 +81,7 @@ def contrastive_output_grad(
     b = y.shape[0]
     flat = y.flatten(1)
     gram = flat @ flat.T
-    norm = gram.diagonal().clamp_min(0).sqrt()  # |Y_b|
+    norm = (flat * flat).sum(1).sqrt()  # |Y_b| (the Gram matrix's diagonal; .diagonal() exports to ONNX as an If over CumSums)
     inv_denom = (norm + EPS).reciprocal()  # eq. 4.3
     s = gram * inv_denom[:, None] * inv_denom[None, :]  # S = Yn Yn^T
     m_pos, m_neg = contrastive_masks(target, label_smoothing, y.dtype)

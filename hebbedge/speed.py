@@ -210,14 +210,15 @@ def onnx_latency(out_dir: str, repeats: int, width: int = 2000) -> list[dict]:
     import onnxruntime as ort
 
     from hebbedge.data import MEAN_STD
+    from hebbedge.export.graphs import Predict
     from hebbedge.export.latency import latency_rows
-    from hebbedge.export.onnx import Inference, export_model
+    from hebbedge.export.onnx import export_model
 
     mean, std = MEAN_STD["mnist"]
     model = thesis_linear(widths=(width,) * 4).eval()
-    export_model(model, (1, 28, 28), (mean,), (std,), out_dir, list(range(10)), with_update=False)
-    session = ort.InferenceSession(f"{out_dir}/model.onnx", providers=["CPUExecutionProvider"])
-    return latency_rows(Inference(model, (mean,), (std,)), {"onnxruntime": session}, (1, 28, 28), (1, 64), repeats)
+    export_model(model, (1, 28, 28), (mean,), (std,), out_dir, list(range(10)), learns=False)
+    session = ort.InferenceSession(f"{out_dir}/predict.onnx", providers=["CPUExecutionProvider"])
+    return latency_rows(Predict(model, (mean,), (std,)), {"onnxruntime": session}, (1, 28, 28), (1, 64), repeats)
 
 
 def benchmark(devices: list[str], archs: tuple[str, ...] = ARCHS, scaling: bool = True, memory: bool = True,

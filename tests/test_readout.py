@@ -32,11 +32,62 @@ def test_statistics_and_classifier_equal_the_plain_formulas_in_float64():
     centred = x - mu[y]
     sigma = centred.T @ centred / len(x)
     assert torch.allclose(lda.covariance(), sigma, atol=1e-12)
-    w = torch.linalg.inv(0.9 * sigma + 0.1 * torch.eye(6, dtype=torch.float64)) @ mu.T
+    precision = torch.linalg.inv(0.9 * sigma + 0.1 * torch.eye(6, dtype=torch.float64))
+    m = x.mean(0)  # the centre: the mean of everything seen
+    w = precision @ (mu - m).T
     scores = lda(x)
-    assert torch.allclose(scores[:, :3], x @ w - 0.5 * (mu.T * w).sum(0), atol=1e-10)
+    assert torch.allclose(scores[:, :3], (x - m) @ w - 0.5 * ((mu - m).T * w).sum(0), atol=1e-10)
+    # Centring changes every class's score by the same amount: the plain LDA scores rank classes alike.
+    plain = x @ precision @ mu.T - 0.5 * ((mu @ precision) * mu).sum(1)
+    assert torch.allclose(scores[:, :3] - scores[:, :1], plain - plain[:, :1], atol=1e-8)
     assert (scores[:, 3] == UNSEEN).all()  # class 3 was never seen: never predicted
     assert (scores.argmax(1) == y).double().mean() > 0.9
+
+
+def test_float32_merge_and_gauss_jordan_equal_the_float64_sums_and_solve():
+    """The edge's state (Chan merge of class means and within-class scatter) and its solve (Gauss-Jordan)
+    against the float64 sums and torch.linalg.solve, in float64 (exact up to rounding)."""
+    from hebbedge.readout import classifier, gauss_jordan_solve, merge
+
+    x, y = data(n=500, d=6, classes=3)
+    lda = LDAReadout(6, 4, shrinkage=0.1)
+    count, mean, scatter = torch.zeros(4, dtype=torch.float64), torch.zeros(4, 6, dtype=torch.float64), torch.zeros(6, 6, dtype=torch.float64)
+    for i in range(0, len(x), 37):  # uneven batches; some miss a class
+        lda.accumulate(x[i:i + 37], y[i:i + 37])
+        count, mean, scatter = merge(x[i:i + 37], nn.functional.one_hot(y[i:i + 37], 4).double(), count, mean, scatter)
+    assert torch.allclose(count, lda.count) and torch.allclose(mean, lda.means(), atol=1e-12)
+    assert torch.allclose(scatter, lda.scatter(), atol=1e-10)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    a = a @ a.T + 0.1 * torch.eye(8, dtype=torch.float64)
+    b = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(gauss_jordan_solve(a, b), torch.linalg.solve(a, b), atol=1e-10)
+    for ours, theirs in zip(classifier(count, mean, scatter, 0.1, solve=gauss_jordan_solve), lda.solve()):
+        assert torch.allclose(ours, theirs, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_features", [5, 32, 70])
+def test_the_refresh_graph_equals_the_float64_classifier_on_every_runtime(n_features, tmp_path):
+    """The ONNX refresh (blocked Gauss-Jordan in a Scan, padded to whole blocks) on each runtime against
+    hebbedge.readout.classifier in float64; 5 and 70 features exercise the padding, 32 one whole block."""
+    import onnx
+
+    from hebbedge.export.graphs import refresh_model
+    from hebbedge.export.runtimes import available, open_graph
+    from hebbedge.readout import classifier
+
+    x, y = data(n=400, d=n_features, classes=6)
+    lda = LDAReadout(n_features, 8, shrinkage=0.01)
+    lda.accumulate(x, y)
+    expected = classifier(lda.count, lda.means(), lda.scatter(), 0.01)
+    path = tmp_path / "refresh.onnx"
+    onnx.save(refresh_model(n_features, 8, 0.01), str(path))
+    feeds = {"count": lda.count.float().numpy(), "mean": lda.means().float().numpy(), "scatter": lda.scatter().float().numpy()}
+    for runtime in available():
+        weight, bias, centre = open_graph(runtime, path)(feeds)
+        assert np.abs(weight - expected[0].numpy()).max() < 1e-4 * np.abs(expected[0].numpy()).max(), runtime
+        assert np.allclose(bias[:6], expected[1][:6].numpy(), rtol=1e-4) and (bias[6:] == UNSEEN).all(), runtime
+        assert np.allclose(centre, expected[2].numpy(), atol=1e-5), runtime
 
 
 def test_any_order_and_batching_of_the_stream_gives_the_same_readout():
@@ -84,50 +135,39 @@ def test_strategy_matches_avalanche_streaming_lda_on_a_tiny_stream():
     assert ours == pytest.approx(theirs, abs=0.03)
 
 
-def test_numpy_classifier_of_the_edge_equals_the_readout_solve():
-    from hebbedge.export import edge
-
-    x, y = data()
-    lda = LDAReadout(6, 4, shrinkage=0.05)
-    lda.accumulate(x, y)
-    w, b = lda.solve()
-    w_np, b_np = edge.lda_classifier(lda.count.numpy(), lda.total.numpy(), lda.moment.numpy(), 0.05)
-    assert edge.UNSEEN == UNSEEN
-    assert np.allclose(w_np, w.T.numpy(), rtol=1e-6) and np.allclose(b_np, b.numpy(), rtol=1e-6)
-
-
 def test_readout_run_exports_and_keeps_learning_on_the_edge_like_pytorch(tmp_path):
-    """Host: two Split-MNIST experiences; edge: a third through update.onnx. The edge's sums equal the
-    PyTorch readout's after the same data, and so do its predictions."""
+    """Host: two Split-MNIST experiences; edge: a third through learn.onnx and refresh.onnx. The edge's
+    float32 state equals the PyTorch readout's float64 sums after the same data, and so do its predictions."""
     from test_continual import quick
 
     from hebbedge.continual import run_stream
-    from hebbedge.export.edge import EdgeModel
+    from hebbedge.export.edge import EdgeModel, load_arrays
     from hebbedge.export.onnx import export_run, load_run, stream_arrays
 
     run_stream(quick("random-lda", experiences=2), tmp_path / "run", torch.device("cpu"), progress=False)
-    meta = export_run(tmp_path / "run", tmp_path / "edge")
-    assert meta["update"]["kind"] == "lda" and meta["update"]["names"] == ["count", "total", "moment"]
+    manifest = export_run(tmp_path / "run", tmp_path / "edge")
+    assert manifest["kind"] == "readout" and manifest["graphs"]["learn"]["outputs"] == ["count", "mean", "scatter"]
     model, _ = load_run(tmp_path / "run")
     model.eval()
     files = stream_arrays("split-mnist", tmp_path / "data", seed=1, train_size=1500, test_size=500)
-    with np.load(files[2]) as z:  # exp2-train: the third experience, new classes
-        x, y = z["x"], z["y"]
+    x, y = load_arrays(files[2])  # exp2-train: the third experience, new classes
     edge = EdgeModel(tmp_path / "edge")
-    before = edge.logits(x[:50])
     edge_before = edge.accuracy(x, y)
     standardised = (torch.from_numpy(x).float() / 255 - 0.1307) / 0.3081
-    assert np.allclose(before, model(standardised[:50]).detach().numpy(), atol=1e-3)
-    assert edge.adapt(x, y, batch_size=64, shuffle_seed=None) == -(-len(x) // 64)
+    before = edge.logits(x[:50])
+    expected = model(standardised[:50]).detach().numpy()
+    seen = model[1].count.numpy() > 0
+    assert np.allclose(before[:, seen], expected[:, seen], rtol=1e-4, atol=1e-3)
+    assert edge.learn(x, y, batch_size=64, shuffle_seed=None) == -(-len(x) // 64)
     edge.save()
     with torch.no_grad():
         model[1].accumulate(model[0](standardised), torch.from_numpy(y))
-    for name in ("count", "total", "moment"):
-        assert np.allclose(edge.state[name], getattr(model[1], name).numpy(), rtol=1e-5, atol=1e-4), name  # float32 features, summed
+    readout = model[1]
+    for name, value in (("count", readout.count), ("mean", readout.means()), ("scatter", readout.scatter())):
+        assert np.abs(edge.state[name] - value.numpy()).max() <= 1e-4 * np.abs(value.numpy()).max(), name
     again = EdgeModel(tmp_path / "edge")  # the saved state and classifier, reloaded
-    assert np.array_equal(again.state["count"], model[1].count.numpy())
-    with np.load(files[7]) as z:  # exp2-test
-        xt, yt = z["x"], z["y"]
+    assert np.array_equal(again.state["count"], readout.count.float().numpy())
+    xt, yt = load_arrays(files[7])  # exp2-test
     theirs = model(((torch.from_numpy(xt).float() / 255) - 0.1307) / 0.3081).argmax(1).numpy()
     assert (again.predict(xt) == theirs).mean() > 0.99
     assert edge_before == 0.0 and again.accuracy(xt, yt) > 0.8  # classes unseen on the host, learned on the edge
