@@ -149,6 +149,35 @@ def test_learn_equals_python(exported, kind, tmp_path):
     assert sorted(p.name for p in js.iterdir() if p.name.startswith(".")) == []  # the orphan removed, no temporary file left
 
 
+def test_library_runs_without_the_node_layer(exported, tmp_path):
+    """What a browser page does: files from memory, Web Crypto's sha256, the state handed back as bytes.
+    Python accepts the state it wrote (format, model id and the checksum of tensors_digest)."""
+    model = tmp_path / "model"
+    shutil.copytree(exported["readout"], model)
+    script = f"""
+import {{ readdirSync, readFileSync, writeFileSync }} from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import {{ EdgeModel }} from {json.dumps((JS / 'hebbedge-edge.mjs').as_uri())};
+const dir = {json.dumps(str(model))};
+const files = new Map(readdirSync(dir).map((name) => [name, new Uint8Array(readFileSync(dir + '/' + name))]));
+const store = {{ location: 'memory', read: async (name) => files.get(name) ?? null,
+                 writeState: async (bytes) => writeFileSync(dir + '/state.safetensors', bytes) }};
+const model = await EdgeModel.open({{ ort, store }});
+const x = {{ dtype: 'uint8', shape: [10, 1, 28, 28], data: new Uint8Array(7840).map((_, i) => (i * 7) % 256) }};
+const y = {{ dtype: 'int64', shape: [10], data: BigInt64Array.from({{ length: 10 }}, (_, i) => BigInt(i)) }};
+console.log(await model.learn(x, y, {{ batchSize: 4 }}));
+await model.save();
+"""
+    done = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60, cwd=JS)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+    py = EdgeModel(exported["readout"])
+    x = (np.arange(7840) * 7 % 256).astype(np.uint8).reshape(10, 1, 28, 28)
+    py.learn(x, np.arange(10), batch_size=4, shuffle_seed=None)
+    again = EdgeModel(model)
+    for name, expected in py.state.items():
+        assert np.abs(again.state[name] - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max()), name
+
+
 def bad_file(tmp_path, **arrays) -> Path:
     save_file(arrays, str(tmp_path / "bad.safetensors"))
     return tmp_path / "bad.safetensors"
