@@ -37,8 +37,7 @@ const TYPED = {
   uint8: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array, uint32: Uint32Array, int32: Int32Array,
   float32: Float32Array, float64: Float64Array, uint64: BigUint64Array, int64: BigInt64Array,
 };
-const SAFETENSORS_DTYPE = Object.fromEntries(Object.entries(DTYPES).map(([code, [name]]) => [code, name]));
-const CODE_OF = Object.fromEntries(Object.entries(SAFETENSORS_DTYPE).map(([code, name]) => [name, code]));
+const CODE_OF = Object.fromEntries(Object.entries(DTYPES).map(([code, [name]]) => [name, code]));
 
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
 const bytesOf = (data) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -456,6 +455,9 @@ export class EdgeModel {
       const end = Math.min(i + batchSize, imgs.n);
       feeds.images = new this.ort.Tensor('float32', imgs.batch(i, end), [end - i, c, h, w]);
       const [logits] = await this.#run('predict', feeds);
+      if (logits.shape.length !== 2 || logits.shape[0] !== end - i || logits.shape[1] !== this.nClasses) {
+        throw new EdgeError(`${this.path(this.sessions.predict.file)}: logits ${fmtShape(logits.shape)}; the manifest has ${this.nClasses} classes`);
+      }
       out.set(logits.data, i * this.nClasses);
     }
     return { shape: [imgs.n, this.nClasses], data: out };
