@@ -84,6 +84,9 @@ def read_state(path: str | Path, model_id: str) -> dict[str, np.ndarray]:
         raise EdgeError(f"{path}: state of another model ({meta.get('model_id', '?')[:12]}); this directory's model is {model_id[:12]}")
     if meta.get("sha256") != tensors_digest(tensors):
         raise EdgeError(f"{path}: checksum mismatch; the state file is damaged")
+    wrong = [k for k, t in tensors.items() if t.dtype != np.float32]
+    if wrong:
+        raise EdgeError(f"{path}: tensors {', '.join(wrong)} are not float32; expected a float32 state")
     return tensors
 
 
@@ -98,7 +101,7 @@ def read_manifest(model_dir: Path) -> dict:
         raise EdgeError(f"{path}: not readable JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise EdgeError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}; expected {FORMAT!r}")
-    for key in ("kind", "input_shape", "classes", "graphs", "files", "model_id"):
+    for key in ("kind", "input_shape", "classes", "graphs", "files", "model_id", "state"):
         if key not in manifest:
             raise EdgeError(f"{path}: no {key!r}; expected the manifest that `hebbedge export` writes")
     return manifest
@@ -252,8 +255,11 @@ class EdgeModel:
         self.state = self._refreshed(self.state)
 
     def save(self) -> None:
-        """Write the state (temporary file, then rename): the one commit point of on-device learning."""
+        """Write the state (temporary file, then rename): the one commit point of on-device learning.
+        Temporary files that a writer killed before its rename left behind are removed first."""
         if self.state:
+            for orphan in self.dir.glob(f".{STATE_FILE}.*.tmp"):
+                orphan.unlink(missing_ok=True)
             write_state(self.dir / STATE_FILE, self.state, self.manifest["model_id"])
 
 

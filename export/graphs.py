@@ -231,6 +231,7 @@ def refresh_model(n_features: int, n_classes: int, shrinkage: float, block: int 
         nodes, "refresh",
         [vi("count", f, [n_classes]), vi("mean", f, [n_classes, n_features]), vi("scatter", f, [n_features, n_features])],
         [vi("weight", f, [n_classes, n_features]), vi("bias", f, [n_classes]), vi("centre", f, [n_features])], initializer=init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hebbedge")
+    # IR 8, as torch's exporter writes: onnx's default (newer) is refused by older runtimes (onnxruntime-node 1.30).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hebbedge", ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -61,6 +61,15 @@ def convert_fp16(src: Path, dst: Path, kind: str) -> None:
     model = onnx.load(str(src))
     blocked = downstream_of(model, {"weight", "bias", "centre"}) if kind == "readout" else []
     half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
+    # keep_io_types still casts an output to float16 when its last node is blocked (float32): cast it back,
+    # so the caller gets float32 logits (and a never-seen class keeps its finite UNSEEN score).
+    outputs = {o.name: o for o in half.graph.output}
+    for node in half.graph.node:
+        if node.op_type == "Cast" and node.output[0] in outputs and node.attribute[0].i == onnx.TensorProto.FLOAT16:
+            node.attribute[0].i = onnx.TensorProto.FLOAT
+    for output in outputs.values():
+        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.checker.check_model(half, full_check=True)
     atomic_write(dst, lambda tmp: onnx.save(half, tmp))
 
 

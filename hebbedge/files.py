@@ -29,14 +29,25 @@ def _create_temporary(path: Path) -> str:
             continue
 
 
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)`, then rename the temporary file onto `path` (atomic on POSIX)."""
+    """Call `write(tmp_path)`, then rename the temporary file onto `path` (atomic on POSIX). The file and
+    then its folder are flushed to disk, so after a power loss `path` holds the old or the new bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

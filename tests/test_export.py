@@ -319,3 +319,13 @@ def test_export_command_on_stream_and_iid_runs(tmp_path):
     assert bad.exit_code == 2 and "expected a run directory" in bad.output
     bad = runner.invoke(app, ["export", str(tmp_path / "frozen"), "--int8"])
     assert bad.exit_code == 2 and "pass --calibration" in bad.output
+
+
+def test_every_runtime_the_readme_installs_is_here():
+    """The README's set-up installs all five runtimes; the runtime tests above run on each (none skipped)."""
+    from hebbedge.export import node
+    from hebbedge.export.runtimes import RUNTIMES
+
+    assert RUNTIMES.keys() == {"onnxruntime", "openvino", "tract", "onnx-reference"}
+    assert available() == list(RUNTIMES), "install with pip install -e '.[dev]' (the runtimes extra)"
+    assert node.available(), "install the JavaScript client: npm ci --ignore-scripts --prefix export/js"
