@@ -132,25 +132,32 @@ def train(
     lr: float = typer.Option(1e-3, help="i.i.d.: backprop learning rate."),
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
-    out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN; for streams followed by every setting that differs from the default, e.g. runs/split-mnist-hebbian-seed0-freeze-c-after1."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out from its checkpoint (streams: per experience; i.i.d.: per epoch). Same options as the interrupted run."),
     experiences: Optional[int] = typer.Option(None, help="Streams: train only the first N experiences (evaluated on all)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Streams: SECTION.KEY=VALUE (TOML value) replacing a value of the stream's config, e.g. model.widths=[256]; repeatable."),
+    verbose: bool = typer.Option(False, help="Streams: also print Avalanche's per-epoch progress and every metric it computes."),
 ) -> None:
-    """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy."""
+    """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy.
+
+    A stream run's folder records its settings: the same command again prints the finished run's
+    results, --resume continues an interrupted one, and other settings are refused."""
     check_scenario(scenario)
+    if epochs is not None and epochs < 1:
+        fail(f"--epochs must be at least 1, got {epochs}")
     dev = pick_device(device)
-    out = out or Path("runs") / f"{scenario}-{learner}-seed{seed}"
     if scenario in IID_SCENARIOS:
-        if freeze_c_after is not None or class_order or experiences:
-            fail("--freeze-c-after, --class-order and --experiences apply to streams; an i.i.d. run is one training")
-        train_iid(scenario, out, dev, data_dir, resume, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
+        if freeze_c_after is not None or class_order or experiences or set_ or verbose:
+            fail("--freeze-c-after, --class-order, --experiences, --set and --verbose apply to streams; an i.i.d. run is one training")
+        train_iid(scenario, out or Path("runs") / f"{scenario}-{learner}-seed{seed}", dev, data_dir, resume, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
                   label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
     else:
-        train_stream(scenario, out, dev, data_dir, resume, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
+        train_stream(scenario, out, dev, data_dir, resume, verbose, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
                      epochs=epochs, train_size=train_size, test_size=test_size, experiences=experiences,
-                     class_order=class_order and list(parse_list(class_order, "--class-order", int)))
+                     class_order=class_order and list(parse_list(class_order, "--class-order", int)),
+                     overrides=parse_overrides(set_ or []) or None)
 
 
 def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
@@ -174,19 +181,28 @@ def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool,
     typer.echo(f"run directory: {out} (result.json, checkpoint.pt, learning_curve.png)")
 
 
-def train_stream(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
-    from hebbedge.continual import StreamRun, describe, run_stream
+def train_stream(scenario: str, out: Path | None, dev, data_dir: str | None, resume: bool, verbose: bool, **kw) -> None:
+    from hebbedge.continual import StreamRun, default_run_dir, describe, run_stream
     from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves
 
     try:
         run = StreamRun(scenario, **kw)
-        results = run_stream(run, out, dev, data_dir, resume=resume)
+        out = out or default_run_dir(run)
+        finished = (out / "metrics.json").exists()  # then run_stream only reads it back (or refuses another run's)
+        results = run_stream(run, out, dev, data_dir, resume=resume, verbose=verbose)
     except (*data_errors(), FileExistsError) as err:
         fail(str(err))
     matrices = {p: r["matrix"] for p, r in results["protocols"].items()}
-    plot_accuracy_matrices({run.learner: matrices}, out / "accuracy_matrix.png")
-    if len(matrices["class-incremental"]) > 1:
+    # A finished run's plots are there, unless it was stopped between its metrics and its plots.
+    if not (out / "accuracy_matrix.png").exists():
+        plot_accuracy_matrices({run.learner: matrices}, out / "accuracy_matrix.png")
+    if len(matrices["class-incremental"]) > 1 and not (out / "experience_accuracy.png").exists():
         plot_experience_curves({run.learner: matrices["class-incremental"]}, "class-incremental", out / "experience_accuracy.png")
+    if finished:
+        typer.echo(f"{out} holds this run, finished: its recorded results follow (remove the folder to train it again).")
+    if verbose:
+        typer.echo("(Avalanche's Top1_Acc_Stream above weighs experiences by their test samples; the final average "
+                   "accuracy below is the plain mean over experiences.)")
     typer.echo(f"{scenario} ({run.learner}, seed {run.seed}, {results['device']}):")
     typer.echo(describe(results))
     typer.echo(f"run directory: {out}")
@@ -203,22 +219,26 @@ def compare(
     class_order: Optional[str] = CLASS_ORDER,
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
-    out: Optional[Path] = typer.Option(None, help="Report directory. Default runs/compare-SCENARIO."),
+    out: Optional[Path] = typer.Option(None, help="Report directory. Default runs/compare-SCENARIO, followed by every setting that differs from the default (e.g. -epochs2)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE (TOML value) replacing a value of the stream's config, e.g. readout.channels=96; repeatable."),
 ) -> None:
     """Run several learners over seeds on a stream; write a Markdown/JSON/CSV report and PNG plots."""
+    from hebbedge.continual import StreamRun
     from hebbedge.report import compare as run_compare
-    from hebbedge.report import markdown_table
+    from hebbedge.report import compare_dir, markdown_table
 
     check_stream(scenario)
     if seeds < 1:
         fail(f"--seeds must be at least 1, got {seeds}")
-    out = out or Path("runs") / f"compare-{scenario}"
+    names = [s.strip() for s in learners.split(",")]
+    order = class_order and list(parse_list(class_order, "--class-order", int))
+    overrides = parse_overrides(set_ or []) or None
     try:
-        order = class_order and list(parse_list(class_order, "--class-order", int))
-        record = run_compare(scenario, [s.strip() for s in learners.split(",")], seeds, out, pick_device(device),
-                             data_dir, epochs, train_size, test_size, order, parse_overrides(set_ or []))
-    except data_errors() as err:
+        out = out or compare_dir(StreamRun(scenario, names[0], epochs=epochs, class_order=order, train_size=train_size,
+                                           test_size=test_size, overrides=overrides))
+        record = run_compare(scenario, names, seeds, out, pick_device(device), data_dir, epochs, train_size, test_size,
+                             order, overrides)
+    except (*data_errors(), FileExistsError) as err:
         fail(str(err))
     typer.echo(markdown_table(record["summary"], record["seeds"]))
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
@@ -619,6 +639,109 @@ def edge_check(
         atomic_write(out / "check.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     if any("error" in r for r in result["rows"]):
         raise typer.Exit(1)
+
+
+# What `edge serve` sends for each suffix; .wasm must be application/wasm for streaming compilation.
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript", ".css": "text/css",
+                 ".wasm": "application/wasm", ".json": "application/json", ".png": "image/png"}
+
+
+def page_routes(model_dir: Path, test_data: Path | None) -> dict[str, Path]:
+    """URL prefix (or whole path) -> folder (or file) for `edge serve`: the page, the JS client,
+    ONNX Runtime Web's files, the model directory and the test subset, and nothing else. The URL
+    layout mirrors export/, so the page's relative imports hold on any static server too."""
+    import hebbedge.export
+
+    export = Path(hebbedge.export.__file__).resolve().parent
+    routes = {"/web/": export / "web", "/js/hebbedge-edge.mjs": export / "js" / "hebbedge-edge.mjs",
+              "/js/node_modules/onnxruntime-web/dist/": export / "js" / "node_modules" / "onnxruntime-web" / "dist",
+              "/model/": model_dir}
+    if test_data is not None:
+        routes["/test-data.safetensors"] = test_data
+    return routes
+
+
+@edge_app.command("serve")
+def edge_serve(
+    model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`; the server only reads it."),
+    port: int = typer.Option(8000, help="Port on 127.0.0.1; 0 picks a free one."),
+    test_data: Optional[Path] = typer.Option(None, help="A small labelled .safetensors/.npz file (x, y): the page's accuracy matrix."),
+) -> None:
+    """Serve the in-browser learning page for MODEL_DIR on 127.0.0.1 (the learning runs in the page)."""
+    import shutil
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote, urlsplit
+
+    from hebbedge.export.edge import EdgeError, load_arrays, read_manifest
+
+    try:
+        read_manifest(model_dir)
+        if test_data is not None and load_arrays(test_data)[1] is None:
+            fail(f"{test_data}: --test-data needs labels (array 'y')")
+    except EdgeError as err:
+        fail(str(err))
+    routes = page_routes(model_dir.resolve(), test_data and test_data.resolve())
+    if not routes["/js/node_modules/onnxruntime-web/dist/"].is_dir():
+        fail(f"{routes['/js/node_modules/onnxruntime-web/dist/']}: missing; the page needs ONNX Runtime Web: "
+             "npm ci --ignore-scripts --prefix export/js")
+
+    class Handler(BaseHTTPRequestHandler):
+        def file(self) -> Path | None:
+            path = unquote(urlsplit(self.path).path)
+            if path == "/web/":
+                path = "/web/index.html"
+            for prefix, target in routes.items():
+                if path == prefix and target.is_file():
+                    return target
+                name = path[len(prefix):]
+                # One plain file name inside the folder: no subfolders, no '..', no dot files (temporary states).
+                if prefix.endswith("/") and path.startswith(prefix) and name and "/" not in name and not name.startswith("."):
+                    return target / name if (target / name).is_file() else None
+            return None
+
+        def do_GET(self) -> None:
+            self.respond(body=True)
+
+        def do_HEAD(self) -> None:
+            self.respond(body=False)
+
+        def respond(self, body: bool) -> None:
+            # A name other than the loopback one is a DNS-rebinding page of another site reaching this server.
+            if self.headers.get("Host", "").rsplit(":", 1)[0] not in ("127.0.0.1", "localhost"):
+                self.send_error(403, "only 127.0.0.1 is served")
+                return
+            if urlsplit(self.path).path == "/":
+                self.send_response(302)
+                self.send_header("Location", "/web/")
+                self.end_headers()
+                return
+            path = self.file()
+            if path is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.send_header("Cache-Control", "no-store")  # a model exported again is read anew
+            self.end_headers()
+            if body:
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, self.wfile)
+
+        def log_message(self, format: str, *args) -> None:
+            pass  # one line per file would bury the URL; errors reach the page
+
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as err:
+        fail(f"cannot listen on 127.0.0.1:{port} ({err.strerror}); pick another --port, or 0 for a free one")
+    typer.echo(f"serving {model_dir} at http://127.0.0.1:{server.server_port}/web/ (Ctrl+C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main() -> None:

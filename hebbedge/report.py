@@ -1,21 +1,21 @@
 """`hebbedge compare`: several learners x seeds on one stream, and the report they make.
 
 Each run lives in OUT/<learner>/seed<k>/ (config, metrics, checkpoint); a finished run is read back
-rather than trained again, so an interrupted comparison continues where it stopped.
+rather than trained again, so an interrupted comparison continues where it stopped (and a folder
+holding runs of other settings is refused, see `hebbedge.continual.check_record`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from hebbedge.continual import StreamRun, run_stream
+from hebbedge.continual import StreamRun, run_stream, setting_parts
 from hebbedge.files import atomic_write, save_json
 from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves, plot_final_accuracy
 
@@ -32,13 +32,14 @@ def compare(scenario: str, learners: list[str], seeds: int, out_dir: str | Path,
             for learner in learners for seed in range(seeds)]  # validates names before any training
     results: dict[str, list[dict]] = {learner: [] for learner in learners}
     for run in tqdm(runs, desc=f"compare {scenario}", unit="run"):
-        run_dir = out / run.learner / f"seed{run.seed}"
-        done = run_dir / "metrics.json"
-        if done.exists():
-            results[run.learner].append(json.loads(done.read_text()))
-            continue
-        results[run.learner].append(run_stream(run, run_dir, device, data_dir, resume=True, progress=False))
+        results[run.learner].append(run_stream(run, out / run.learner / f"seed{run.seed}", device, data_dir, resume=True, progress=False))
     return write_report(scenario, results, out)
+
+
+def compare_dir(run: StreamRun) -> Path:
+    """runs/compare-SCENARIO, then every setting in which the comparison's runs (`run` is one of
+    them) depart from the defaults: comparisons of different settings never share a folder by default."""
+    return Path("runs") / "-".join([f"compare-{run.scenario}", *setting_parts(run)])
 
 
 def _mean_std(values: list[float | None]) -> tuple[float, float] | None:

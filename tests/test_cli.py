@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from hebbedge.cli.app import app
 from hebbedge.files import save_json
+from tinydata import write_tiny_mnist
 
 runner = CliRunner()
 
@@ -60,6 +61,7 @@ def test_bad_input_names_what_was_expected(args, message):
 
 def test_missing_data_offline_names_the_search_path(isolated, monkeypatch):
     empty = isolated
+    write_tiny_mnist(empty / "mine", name="fashion-mnist")  # a data folder, without MNIST
     monkeypatch.setenv("HEBBEDGE_DATA", str(empty / "env"))
 
     def offline(*args, **kwargs):
@@ -117,7 +119,8 @@ def test_train_split_mnist_prints_both_protocols(tmp_path):
     assert len(metrics["protocols"]["class-incremental"]["matrix"]) == 5
     assert metrics["classes_per_experience"] == [[8, 9], [6, 7], [4, 5], [2, 3], [0, 1]]
     again = runner.invoke(app, ["train", "split-mnist", "--train-size", "1000", "--out", str(out)])
-    assert again.exit_code == 2 and "--resume" in again.output
+    assert again.exit_code == 2 and "holds another run" in again.output
+    assert all(f"{option} " in again.output for option in ("--freeze-c-after", "--class-order", "--test-size"))
 
 
 @pytest.mark.parametrize(
