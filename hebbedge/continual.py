@@ -449,6 +449,11 @@ class RunMismatchError(ValueError):
     """A run folder holds another run than the one asked for."""
 
 
+def _malformed(err: Exception) -> str:
+    """What a KeyError, TypeError, ... met while reading a JSON record says about the record."""
+    return f"no key {err.args[0]!r}" if isinstance(err, KeyError) else f"a value of the wrong kind ({err})"
+
+
 def _show(value: object) -> str:
     return "unset" if value is None else json.dumps(value)
 
@@ -481,8 +486,7 @@ def check_record(out: Path, record: dict) -> bool:
     try:
         differences = _differences(recorded, record)
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, OverflowError) as err:  # (a damaged record's values)
-        raise BadFileError(path, f"expected a run record of `hebbedge train` (run, config and data), "
-                                 f"but {err!r} is missing or malformed") from None
+        raise BadFileError(path, f"expected a run record of `hebbedge train` (run, config and data); {_malformed(err)}") from None
     if differences:
         raise RunMismatchError(f"{out} holds another run: {'; '.join(differences)}. Choose another --out, or "
                                f"leave --out out (the default folder is named after the settings)")
@@ -497,8 +501,8 @@ def read_metrics(path: Path) -> dict:
             r["matrix"], r["final_avg_acc"], r["forgetting"], r["bwt"]
         results["run"]["seed"], results["device"], results["classes_per_experience"]
     except (KeyError, TypeError, AttributeError) as err:
-        raise BadFileError(path, f"expected a run's metrics (run, device, classes_per_experience and protocols "
-                                 f"with matrix, final_avg_acc, forgetting, bwt), but {err!r} is missing or malformed") from None
+        raise BadFileError(path, f"expected a run's metrics (run, device, classes_per_experience and protocols with "
+                                 f"matrix, final_avg_acc, forgetting, bwt); {_malformed(err)}") from None
     return results
 
 

@@ -154,6 +154,9 @@ def test_a_damaged_run_record_is_a_one_line_error_naming_it(runs, tmp_path, tiny
             assert "holds another run" in str(err) and "\n" not in str(err), how
         except FileExistsError as err:  # the same run, e.g. only the recorded device or a data folder changed
             assert "pass --resume" in str(err), how
+    path.write_text('{"config": {}}')
+    with pytest.raises(BadFileError, match=re.escape(f"{path}: expected a run record of `hebbedge train` (run, config and data); no key 'run'")):
+        run_stream(quick(), out, CPU, str(tiny), progress=False)
 
 
 def test_damaged_metrics_and_weights_are_one_line_errors_naming_them(runs, tmp_path, tiny):
