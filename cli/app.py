@@ -149,7 +149,8 @@ def train(
     if scenario in IID_SCENARIOS:
         if freeze_c_after is not None or class_order or experiences or set_ or verbose:
             fail("--freeze-c-after, --class-order, --experiences, --set and --verbose apply to streams; an i.i.d. run is one training")
-        train_iid(scenario, out or Path("runs") / f"{scenario}-{learner}-seed{seed}", dev, data_dir, resume, learner=learner, arch=arch, widths=widths, width_factor=width_factor,
+        train_iid(scenario, out or Path("runs") / f"{scenario}-{learner}-seed{seed}", dev, data_dir, resume,
+                  learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
                   label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
