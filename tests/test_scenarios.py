@@ -261,6 +261,7 @@ def test_split_cifar10(tmp_path):
 
 
 def test_missing_cifar10(isolated):
+    write_fashion(isolated / "explicit" / "fashion-mnist")  # a data folder, without CIFAR-10
     with pytest.raises(data.DataNotFoundError) as err:
         make_stream("split-cifar10", data_dir=isolated / "explicit")
     msg = str(err.value)
