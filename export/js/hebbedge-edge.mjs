@@ -359,8 +359,21 @@ export class EdgeModel {
 
   async #readState() {
     const path = this.path(STATE_FILE), bytes = await this.store.read(STATE_FILE);
-    const id = this.manifest.model_id;
     if (bytes === null) throw new EdgeError(`${path}: missing; expected the state file that \`hebbedge export\` writes`);
+    return this.#checkedState(bytes, path);
+  }
+
+  /**
+   * Replace the state with the state.safetensors file in `bytes` (one that `stateBytes` wrote, kept
+   * elsewhere: a page's storage, a download), after the checks `open` makes: format, this model's
+   * id, checksum, float32, every tensor the manifest names. `path` names the file in messages.
+   */
+  async loadState(bytes, path) {
+    this.state = await this.#checkedState(bytes, path);
+  }
+
+  async #checkedState(bytes, path) {
+    const id = this.manifest.model_id;
     let parsed;
     try {
       parsed = parseSafetensors(bytes);
