@@ -666,7 +666,7 @@ def page_routes(model_dir: Path, test_data: Path | None) -> dict[str, Path]:
 def edge_serve(
     model_dir: Path = typer.Argument(..., help="A model directory of `hebbedge export`; the server only reads it."),
     port: int = typer.Option(8000, help="Port on 127.0.0.1; 0 picks a free one."),
-    test_data: Optional[Path] = typer.Option(None, help="A small labelled .safetensors/.npz file (x, y): the page's accuracy matrix."),
+    test_data: Optional[Path] = typer.Option(None, help="A small labelled .safetensors file (x, y; `hebbedge stream-data` writes them): the page's accuracy matrix."),
 ) -> None:
     """Serve the in-browser learning page for MODEL_DIR on 127.0.0.1 (the learning runs in the page)."""
     import shutil
@@ -677,6 +677,8 @@ def edge_serve(
 
     try:
         read_manifest(model_dir)
+        if test_data is not None and test_data.suffix != ".safetensors":
+            fail(f"{test_data}: --test-data expects a .safetensors file (the page reads no other format)")
         if test_data is not None and load_arrays(test_data)[1] is None:
             fail(f"{test_data}: --test-data needs labels (array 'y')")
     except EdgeError as err:

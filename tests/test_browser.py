@@ -324,3 +324,18 @@ def test_hebbian_learner_in_the_page(setup):
         assert_same_predictions(page, py, x[setup["query"]])
         assert matrix(page) == expected
         page.close()
+
+
+def test_serve_refuses_what_the_page_cannot_use(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+
+    save_file({"x": setup["x"][:4]}, str(tmp_path / "unlabelled.safetensors"))
+    for args, expected in [
+        ([str(tmp_path)], "manifest.json: missing; expected a model directory written by `hebbedge export`"),
+        ([str(setup["model"]), "--test-data", str(tmp_path / "test.npz")], "--test-data expects a .safetensors file"),
+        ([str(setup["model"]), "--test-data", str(tmp_path / "unlabelled.safetensors")], "--test-data needs labels"),
+    ]:
+        done = CliRunner().invoke(app, ["edge", "serve", *args])
+        assert done.exit_code == 2 and expected in done.output, done.output
