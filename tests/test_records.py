@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from hebbedge.cli.app import app
 from hebbedge.continual import RunMismatchError, StreamRun, default_run_dir, run_stream
 from hebbedge.files import BadFileError
+from hebbedge.report import compare_dir
 from tinydata import tiny_options, write_tiny_mnist
 
 runner = CliRunner()
@@ -89,6 +90,8 @@ def test_default_run_folders_name_every_setting_that_changes_the_run():
             StreamRun("permuted-mnist")]
     folders = [default_run_dir(run) for run in runs]
     assert len(set(folders)) == len(folders), folders
+    assert compare_dir(StreamRun("split-mnist", "naive")) == Path("runs/compare-split-mnist")
+    assert compare_dir(StreamRun("split-mnist", "naive", epochs=2, train_size=600)) == Path("runs/compare-split-mnist-train-size600-epochs2")
 
 
 def test_the_readme_commands_run_in_sequence_twice(tmp_path, tiny, monkeypatch):
@@ -105,6 +108,10 @@ def test_the_readme_commands_run_in_sequence_twice(tmp_path, tiny, monkeypatch):
             if round and command[0] == "train":
                 assert "holds this run, finished" in result.output
     assert len(list((tmp_path / "runs").glob("split-mnist-*"))) == 3
+    # The same report folder with other settings: refused by name, nothing trained.
+    other = runner.invoke(app, commands[-1] + ["--set", "hebbian.lr=0.5", "--out", "runs/compare-split-mnist-model.widths=16"])
+    assert other.exit_code == 2 and "Traceback" not in other.output
+    assert "hebbian.lr 0.01 (recorded) vs 0.5 (asked)" in other.output.strip().splitlines()[-1]
 
 
 def test_the_data_used_is_recorded_and_other_data_refused(tmp_path, tiny):
