@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from hebbedge.export.edge import FORMAT, STATE_FILE, sha256_file, write_state
 from hebbedge.export.graphs import OPSET, HebbianLearn, HebbianPredict, Predict, ReadoutLearn, ReadoutPredict, hebbian_layers, refresh_model
-from hebbedge.files import atomic_write, save_json
+from hebbedge.files import atomic_write, load_torch, read_json, save_json
 from hebbedge.readout import LDAReadout
 
 # Files an export may write; any of them that the new export does not write is removed (a stale variant
@@ -184,7 +184,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
 
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
-        info = json.loads((run_dir / "config.json").read_text())
+        info = read_json(run_dir / "config.json", "the config.json of a `hebbedge train` stream run")
         run, cfg = info["run"], info["config"]
         if run["learner"] in UNSUPERVISED_LEARNERS + ("slda",):
             raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; export works for "
@@ -197,14 +197,14 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
             model = nn.Sequential(*readout_model(cfg, in_shape, 10))
         else:
             model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
-        model.load_state_dict(torch.load(run_dir / "model.pt"))
+        model.load_state_dict(load_torch(run_dir / "model.pt", "the model.pt of a `hebbedge train` stream run"))
         learner, frozen = run["learner"], run["freeze_c_after"] is not None
     elif (run_dir / "result.json").exists() and (run_dir / "checkpoint.pt").exists():
-        cfg = TrainConfig(**json.loads((run_dir / "result.json").read_text())["config"])
+        cfg = TrainConfig(**read_json(run_dir / "result.json", "the result.json of a `hebbedge train` i.i.d. run")["config"])
         dataset, in_shape, learner, frozen = cfg.dataset, (1, 28, 28), cfg.learner, False
         hebbian = learner in HEBBIAN_LEARNERS
         model, _ = build(cfg, in_shape, 10)
-        model.load_state_dict(torch.load(run_dir / "checkpoint.pt")["learner"]["model"])
+        model.load_state_dict(load_torch(run_dir / "checkpoint.pt", "the checkpoint.pt of a `hebbedge train` i.i.d. run")["learner"]["model"])
     else:
         raise ValueError(f"{run_dir}: expected a run directory of `hebbedge train` "
                          "(config.json + model.pt for a stream, result.json + checkpoint.pt for i.i.d.)")
