@@ -445,6 +445,12 @@ def data_files(run: StreamRun, cfg: dict, data_dir: str | None) -> list[Path]:
     return files
 
 
+def run_record(run: StreamRun, device: torch.device, data_dir: str | None) -> dict:
+    """What a run folder's config.json holds: the run's fields, its config, its data files' fingerprints."""
+    cfg = run_config(run)
+    return {"run": asdict(run), "config": cfg, "data": data.fingerprint(data_files(run, cfg, data_dir)), "device": str(device)}
+
+
 class RunMismatchError(ValueError):
     """A run folder holds another run than the one asked for."""
 
@@ -539,8 +545,8 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     """
     out = Path(out_dir)
     ckpt, done = out / "checkpoint.pt", out / "metrics.json"
-    cfg = run_config(run)
-    record = {"run": asdict(run), "config": cfg, "data": data.fingerprint(data_files(run, cfg, data_dir)), "device": str(device)}
+    record = run_record(run, device, data_dir)
+    cfg = record["config"]
     if check_record(out, record) and done.exists():
         return read_metrics(done)  # finished: read back, never trained again
     if ckpt.is_symlink():  # the pickled strategy is read from the run's own folder only
@@ -613,7 +619,7 @@ def describe(results: dict) -> str:
     n = len(classes)
     for protocol, r in results["protocols"].items():
         f = ("n/a (a single training phase)" if r["forgetting"] is None
-             else f"{100 * r['forgetting']:.2f} percentage points (BWT {100 * r['bwt']:+.2f})")
+             else f"{100 * r['forgetting'] + 0.0:.2f} percentage points (BWT {100 * r['bwt'] + 0.0:+.2f})")  # (+ 0.0: a zero is 0.00, not -0.00)
         lines.append(f"{protocol:17s}: final average accuracy {100 * r['final_avg_acc']:.2f}% (mean over the {n} test "
                      f"experiences), forgetting {f}")
     return "\n".join(lines)
