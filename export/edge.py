@@ -147,9 +147,9 @@ class EdgeModel:
     def can_learn(self) -> bool:
         return self._learn is not None
 
-    def images(self, x: np.ndarray, rescale: bool = False) -> np.ndarray:
-        """Validate and convert images to float32 [N, C, H, W] in [0, 1]: uint8 0..255, or float in
-        0..1 (float 0..255 only with `rescale`)."""
+    def images(self, x: np.ndarray) -> np.ndarray:
+        """Validate and convert images to float32 [N, C, H, W] in [0, 1]: uint8 0..255, or float in 0..1
+        (never guessed: float 0..255 images would be learned from as if they were bright)."""
         shape = self.input_shape
         x = np.asarray(x)
         if x.dtype == np.uint8:
@@ -159,10 +159,8 @@ class EdgeModel:
             if not np.isfinite(x).all():
                 raise EdgeError("images contain NaN or Inf")
             if x.size and (x.min() < 0 or x.max() > 1):
-                if not (rescale and x.min() >= 0 and x.max() <= 255):
-                    raise EdgeError(f"float images must be in [0, 1] (got [{x.min():g}, {x.max():g}]); "
-                                    "pass uint8 0..255, or rescale 0..255 floats explicitly")
-                x = x / 255.0
+                raise EdgeError(f"float images must be in [0, 1] (got [{x.min():g}, {x.max():g}]); "
+                                "images in 0..255 go as uint8")
         else:
             raise EdgeError(f"images must be uint8 (0..255) or float (0..1), got dtype {x.dtype}")
         if x.shape == shape:

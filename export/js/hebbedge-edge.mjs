@@ -221,7 +221,7 @@ export function images(x, inputShape) {
       if (v > hi) hi = v;
     }
     if (values.length && (lo < 0 || hi > 1)) {
-      throw new EdgeError(`float images must be in [0, 1] (got [${g(lo)}, ${g(hi)}]); pass uint8 0..255, or rescale 0..255 floats explicitly`);
+      throw new EdgeError(`float images must be in [0, 1] (got [${g(lo)}, ${g(hi)}]); images in 0..255 go as uint8`);
     }
   } else if (x.dtype !== 'uint8') {
     throw new EdgeError(`images must be uint8 (0..255) or float (0..1), got dtype ${x.dtype}`);
