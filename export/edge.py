@@ -223,20 +223,24 @@ class EdgeModel:
         if len(x) < smallest:
             raise EdgeError(f"need at least {smallest} labelled images to learn from, got {len(x)}")
         order = np.random.default_rng(shuffle_seed).permutation(len(x)) if shuffle_seed is not None else np.arange(len(x))
-        spec, state, steps = self.graphs["learn"], dict(self.state), 0
+        state, steps = dict(self.state), 0
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
             if len(idx) < smallest:
                 continue
-            outs = self._run(self._learn, {"images": x[idx], "labels": y[idx],
-                                           **{k: state[k] for k in spec["inputs"] if k in state}})
-            new = dict(zip(spec["outputs"], outs))
+            new = self.step(state, x[idx], y[idx])
             if not all(np.isfinite(v).all() for v in new.values()):
                 raise EdgeError(f"the learning step produced non-finite state at batch {i // batch_size}; nothing was kept")
             state.update(new)
             steps += 1
         self.state = self._refreshed(state)
         return steps
+
+    def step(self, state: dict[str, np.ndarray], images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """One run of learn.onnx on checked inputs (``images``, ``labels``): the new learned state."""
+        spec = self.graphs["learn"]
+        outs = self._run(self._learn, {"images": images, "labels": labels, **{k: state[k] for k in spec["inputs"] if k in state}})
+        return dict(zip(spec["outputs"], outs))
 
     def _refreshed(self, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._refresh is None:

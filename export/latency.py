@@ -64,10 +64,8 @@ def measure_here(model_dir: str | Path, runtime: str, repeats: int) -> dict:
         x = rng.integers(0, 256, (BATCH_LEARN, *shape), dtype=np.uint8)
         y = np.arange(BATCH_LEARN) % model.n_classes
         images, labels = model.images(x), model.labels(y, BATCH_LEARN)
-        spec = model.graphs["learn"]
-        feeds = {"images": images, "labels": labels, **{k: model.state[k] for k in spec["inputs"] if k in model.state}}
-        result["learn_ms"] = _median_ms(lambda: model._run(model._learn, feeds), max(3, repeats // 5))
-        if model._refresh is not None:
+        result["learn_ms"] = _median_ms(lambda: model.step(model.state, images, labels), max(3, repeats // 5))
+        if "refresh" in model.graphs:
             result["refresh_ms"] = _median_ms(model.refresh, max(3, repeats // 10))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

@@ -329,3 +329,29 @@ def test_every_runtime_the_readme_installs_is_here():
     assert RUNTIMES.keys() == {"onnxruntime", "openvino", "tract", "onnx-reference"}
     assert available() == list(RUNTIMES), "install with pip install -e '.[dev]' (the runtimes extra)"
     assert node.available(), "install the JavaScript client: npm ci --ignore-scripts --prefix export/js"
+
+
+def test_edge_check_prints_the_runtime_by_precision_matrix_and_latency_runs(exported, tmp_path):
+    """`hebbedge edge check` learns on a copy per runtime (the model directory itself is untouched) and
+    every runtime agrees with ONNX Runtime; `hebbedge latency` reports each stage."""
+    from safetensors.numpy import save_file
+    from typer.testing import CliRunner
+
+    from hebbedge.cli.app import app
+    from hebbedge.export.check import all_runtimes
+
+    _, path = exported
+    rng = np.random.default_rng(6)
+    for name in ("train", "test"):
+        save_file({"x": rng.integers(0, 256, (40, 1, 28, 28), dtype=np.uint8), "y": (np.arange(40) % 10).astype(np.int64)},
+                  str(tmp_path / f"{name}.safetensors"))
+    saved = (path / STATE_FILE).read_bytes()
+    result = CliRunner().invoke(app, ["edge", "check", str(path), "--data", str(tmp_path / "train.safetensors"),
+                                      "--eval", str(tmp_path / "test.safetensors"), "--no-latency", "--out", str(tmp_path / "check")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "check" / "check.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == all_runtimes() and all(r["agreement"] == 1.0 for r in rows)
+    assert (path / STATE_FILE).read_bytes() == saved
+    result = CliRunner().invoke(app, ["latency", str(path), "--runtime", "onnxruntime", "--repeats", "2"])
+    assert result.exit_code == 0, result.output
+    assert "| onnxruntime | fp32 " in result.output and "state.safetensors" in result.output
