@@ -747,5 +747,23 @@ def edge_serve(
         server.server_close()
 
 
+@edge_app.command("merge")
+def edge_merge(
+    model_dirs: list[Path] = typer.Argument(..., help="Model directories of one export, each with the state a device learned."),
+    out: Path = typer.Option(..., help="New directory (a copy of the first, with the merged state), or a directory of the same model whose state is replaced."),
+    base: Optional[Path] = typer.Option(None, help="Readouts: the directory as exported, whose state every device started from (counted once, not once per device)."),
+    weights: Optional[str] = typer.Option(None, help="Hebbian: comma-separated sample counts, one per directory (default: equal weights)."),
+) -> None:
+    """Merge devices' learned states: exact for LDA readouts (then the classifier is solved again), a weighted average (approximate) for frozen-C Hebbian weights."""
+    from hebbedge.export.edge import EdgeError
+    from hebbedge.export.merge import merge_dirs
+
+    try:
+        merged = merge_dirs(model_dirs, out, base, list(parse_list(weights, "--weights")) if weights else None)
+    except EdgeError as err:
+        fail(str(err))
+    typer.echo(f"merged {len(model_dirs)} states into {out}: {merged.how}")
+
+
 def main() -> None:
     app()
