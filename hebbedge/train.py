@@ -16,8 +16,8 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from hebbedge.backprop import BackpropLearner
-from hebbedge.data import load_standardised
-from hebbedge.files import save_checkpoint
+from hebbedge.data import fingerprint, load_standardised, split_files
+from hebbedge.files import load_torch, save_checkpoint
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import random_features_, thesis_conv, thesis_linear
 
@@ -218,12 +218,14 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
     if checkpoint is not None and Path(checkpoint).exists():
         if not resume:
             raise FileExistsError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --out")
-        state = torch.load(checkpoint, map_location=dev, weights_only=True)
+        state = load_torch(checkpoint, "the checkpoint.pt of a `hebbedge train` i.i.d. run", map_location=dev)
         if state["config"] != asdict(cfg):
             changed = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
             raise ValueError(f"{checkpoint} is a run with other settings ({', '.join(changed)} differ); "
                              "resume it with the same options, or choose another --out")
     x_train, y_train, x_test, y_test = data if data is not None else load_normalised(cfg.dataset, dev, data_dir)
+    # What a run records of the data it read (path, size, sha256); data handed in is the caller's to record.
+    used = None if data is not None else fingerprint([*split_files(cfg.dataset, True, data_dir), *split_files(cfg.dataset, False, data_dir)])
     torch.manual_seed(cfg.seed)
     perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
     val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:][:cfg.train_size]
@@ -246,4 +248,5 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
         # fit has loaded the best epoch's weights: they become the run's weights, with nothing left to
         # choose from, so resuming the finished run only evaluates it.
         save_checkpoint(checkpoint, {"config": asdict(cfg), **final, "best": None, "learner": learner.state_dict()})
-    return summary(cfg, dev, history, evaluate(model, x_test, y_test))
+    record = summary(cfg, dev, history, evaluate(model, x_test, y_test))
+    return record if used is None else {**record, "data": used}

@@ -216,3 +216,18 @@ def test_a_record_of_an_older_version_is_read_back(tmp_path, tiny):
     (tmp_path / "run" / "config.json").write_text(json.dumps(record))
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "holds this run, finished" in again.output, again.output
+
+
+def test_an_iid_run_records_its_data_and_a_damaged_checkpoint_is_one_line(tmp_path, tiny):
+    """i.i.d. runs too: result.json names the data files read (path, size, sha256); a damaged
+    checkpoint.pt is refused in one line naming it, before anything trains."""
+    out = tmp_path / "iid"
+    args = ["train", "mnist", "--widths", "16", "--train-size", "60", "--val-size", "20", "--data-dir", str(tiny), "--device", "cpu",
+            "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    record = json.loads((out / "result.json").read_text())
+    assert [Path(f["file"]).name for f in record["data"]][0] == "train-images-idx3-ubyte.gz"
+    assert all(len(f["sha256"]) == 64 for f in record["data"])
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
+    result = runner.invoke(app, args + ["--resume"])
+    assert result.exit_code == 2 and "checkpoint.pt: expected the checkpoint.pt" in error_line(result.output)
