@@ -765,5 +765,49 @@ def edge_merge(
     typer.echo(f"merged {len(model_dirs)} states into {out}: {merged.how}")
 
 
+@app.command("fleet")
+def fleet(
+    scenario: str = typer.Argument(..., help="A class-incremental stream (see `hebbedge scenarios`), e.g. split-mnist."),
+    model: Path = typer.Option(..., help="An exported LDA readout model directory (random-lda or softhebb-lda run, `hebbedge export`): the fixed features every client shares."),
+    clients: int = typer.Option(5, help="Clients; client i learns experience i mod E (its classes only), clients of one experience split it."),
+    rounds: int = typer.Option(1, help="Rounds; each client learns a new part of its data in each round."),
+    out: Path = typer.Option(..., help="Folder for model/ (the fleet's model directory) and fleet.json (accuracy, samples, bytes per round)."),
+    data: Optional[Path] = typer.Option(None, help="Files of `hebbedge stream-data` for SCENARIO (default: written into OUT/data)."),
+    from_scratch: bool = typer.Option(True, "--from-scratch/--keep-state", help="Start the global readout empty, or from the export's state."),
+    seed: int = SEED,
+    train_size: Optional[int] = TRAIN_SIZE,
+    test_size: Optional[int] = typer.Option(None, help="Keep only this many test samples."),
+    data_dir: Optional[str] = DATA_DIR,
+) -> None:
+    """Federated learning with Flower's simulation engine: clients learn with the exported cycle, the server merges their readout statistics exactly."""
+    try:
+        from hebbedge.export.fleet import load_experiences, run_fleet, save_fleet
+    except ImportError as err:
+        fail(f"{err}; the fleet needs Flower: pip install 'hebbedge[fleet]'")
+    from hebbedge.export.edge import EdgeError
+
+    check_stream(scenario)
+    if clients < 1 or rounds < 1:
+        fail(f"--clients and --rounds must be at least 1, got {clients} and {rounds}")
+    if data is None:
+        from hebbedge.export.onnx import stream_arrays
+
+        data = out / "data"
+        try:
+            stream_arrays(scenario, data, seed, data_dir, train_size, test_size)
+        except data_errors() as err:
+            fail(str(err))
+    try:
+        experiences, test = load_experiences(data)
+        result = run_fleet(model, experiences, test, clients, rounds, from_scratch)
+        save_fleet(model, result, out)
+    except EdgeError as err:
+        fail(str(err))
+    for r in result.rounds[1:]:
+        typer.echo(f"round {r['round']}: accuracy {100 * r['accuracy']:.2f}% on every test experience, {r['samples']} samples learned "
+                   f"by {r['clients']} clients, {r['bytes_sent_per_client']} bytes sent per client")
+    typer.echo(f"written to {out / 'model'} and {out / 'fleet.json'}")
+
+
 def main() -> None:
     app()

@@ -150,7 +150,7 @@ def merge_dirs(dirs: list[Path], out: Path, base: Path | None = None, weights: l
         manifest = read_manifest(out)
         if manifest["model_id"] != first["model_id"]:
             raise EdgeError(f"{out}: exists and holds model {manifest['model_id'][:12]}, not {first['model_id'][:12]}; pick a new --out")
-        _write(out, merged.state)
+        write_learned(out, merged.state)
         return merged
     # A new directory appears whole or not at all: built beside its destination, then renamed.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,14 +158,14 @@ def merge_dirs(dirs: list[Path], out: Path, base: Path | None = None, weights: l
     try:
         target = staging / "model"
         shutil.copytree(dirs[0], target, ignore=shutil.ignore_patterns(f".{STATE_FILE}.*.tmp"))
-        _write(target, merged.state)
+        write_learned(target, merged.state)
         os.rename(target, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return merged
 
 
-def _write(model_dir: Path, learned: dict[str, np.ndarray]) -> None:
+def write_learned(model_dir: Path, learned: dict[str, np.ndarray]) -> None:
     """Put the learned tensors into the directory's state, solve its classifier again with its own refresh
     graph (readouts), and save atomically."""
     model = EdgeModel(model_dir)
