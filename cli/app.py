@@ -768,27 +768,36 @@ def edge_merge(
 @app.command("fleet")
 def fleet(
     scenario: str = typer.Argument(..., help="A class-incremental stream (see `hebbedge scenarios`), e.g. split-mnist."),
-    model: Path = typer.Option(..., help="An exported LDA readout model directory (random-lda or softhebb-lda run, `hebbedge export`): the fixed features every client shares."),
+    method: str = typer.Option("readout", help="readout: the exported readout, merged exactly; fedavg: the baseline, a backprop network averaged by Flower's FedAvg."),
+    model: Optional[Path] = typer.Option(None, help="readout: an exported LDA readout model directory (random-lda or softhebb-lda run, `hebbedge export`), the fixed features every client shares."),
     clients: int = typer.Option(5, help="Clients; client i learns experience i mod E (its classes only), clients of one experience split it."),
     rounds: int = typer.Option(1, help="Rounds; each client learns a new part of its data in each round."),
     out: Path = typer.Option(..., help="Folder for model/ (the fleet's model directory) and fleet.json (accuracy, samples, bytes per round)."),
     data: Optional[Path] = typer.Option(None, help="Files of `hebbedge stream-data` for SCENARIO (default: written into OUT/data)."),
-    from_scratch: bool = typer.Option(True, "--from-scratch/--keep-state", help="Start the global readout empty, or from the export's state."),
+    from_scratch: bool = typer.Option(True, "--from-scratch/--keep-state", help="readout: start the global readout empty, or from the export's state."),
+    hidden: int = typer.Option(256, help="fedavg: hidden units of the network."),
+    epochs: int = typer.Option(1, help="fedavg: local epochs per round (each client trains on all its data every round)."),
+    lr: float = typer.Option(0.05, help="fedavg: SGD learning rate (momentum 0.9)."),
     seed: int = SEED,
     train_size: Optional[int] = TRAIN_SIZE,
     test_size: Optional[int] = typer.Option(None, help="Keep only this many test samples."),
     data_dir: Optional[str] = DATA_DIR,
 ) -> None:
-    """Federated learning with Flower's simulation engine: clients learn with the exported cycle, the server merges their readout statistics exactly."""
+    """Federated learning with Flower's simulation engine: clients learn with the exported cycle, the server merges their readout statistics exactly (or the FedAvg baseline)."""
     try:
-        from hebbedge.export.fleet import load_experiences, run_fleet, save_fleet
+        from hebbedge.export.fleet import load_experiences, run_fedavg, run_fleet, save_fleet
     except ImportError as err:
         fail(f"{err}; the fleet needs Flower: pip install 'hebbedge[fleet]'")
     from hebbedge.export.edge import EdgeError
+    from hebbedge.files import save_json
 
     check_stream(scenario)
     if clients < 1 or rounds < 1:
         fail(f"--clients and --rounds must be at least 1, got {clients} and {rounds}")
+    if method not in ("readout", "fedavg"):
+        fail(f"--method must be readout or fedavg, got {method!r}")
+    if method == "readout" and model is None:
+        fail("--model: the readout fleet needs an exported LDA readout model directory")
     if data is None:
         from hebbedge.export.onnx import stream_arrays
 
@@ -799,14 +808,20 @@ def fleet(
             fail(str(err))
     try:
         experiences, test = load_experiences(data)
-        result = run_fleet(model, experiences, test, clients, rounds, from_scratch)
-        save_fleet(model, result, out)
+        out.mkdir(parents=True, exist_ok=True)
+        if method == "fedavg":
+            rounds_done = run_fedavg(experiences, test, clients, rounds, hidden, epochs, lr, seed)
+            save_json(out / "fleet.json", rounds_done)
+        else:
+            result = run_fleet(model, experiences, test, clients, rounds, from_scratch)
+            save_fleet(model, result, out)
+            rounds_done = result.rounds
     except EdgeError as err:
         fail(str(err))
-    for r in result.rounds[1:]:
-        typer.echo(f"round {r['round']}: accuracy {100 * r['accuracy']:.2f}% on every test experience, {r['samples']} samples learned "
-                   f"by {r['clients']} clients, {r['bytes_sent_per_client']} bytes sent per client")
-    typer.echo(f"written to {out / 'model'} and {out / 'fleet.json'}")
+    for r in rounds_done[1:]:
+        typer.echo(f"round {r['round']}: accuracy {100 * r['accuracy']:.2f}% on every test experience, "
+                   f"{r['bytes_sent_per_client']} bytes sent per client")
+    typer.echo(f"written to {out / 'fleet.json'}" + (f" and {out / 'model'}" if method == "readout" else ""))
 
 
 def main() -> None:

@@ -10,13 +10,14 @@ every client's data, whatever the split. The server solves the classifier with t
 refresh graph to evaluate it. No gradients, no averaging, nothing approximate; what a client sends
 per round is its statistics, 4 (C + C d + d^2) bytes.
 
-Runs under Flower's simulation engine (``run_fleet``: ``flwr.simulation.run_simulation``, one process
-per client on Ray). Needs the `fleet` extra: ``pip install "hebbedge[fleet]"``.
+The baseline users would compare against (``run_fedavg``) runs on the same clients and splits: a
+one-hidden-layer network trained by backprop on each client, averaged by Flower's own FedAvg. Both run
+under Flower's simulation engine (``flwr.simulation.run_simulation``, clients as Ray workers). Needs
+the `fleet` extra: ``pip install "hebbedge[fleet]"``; the readout path imports no torch.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from hebbedge.export.edge import EdgeError, EdgeModel, load_arrays
 from hebbedge.export.merge import READOUT_LEARNED, merge_readout, write_learned
+from hebbedge.files import save_json
 
 Shard = tuple[np.ndarray, np.ndarray]
 
@@ -108,6 +110,18 @@ class FleetResult:
     state: dict[str, np.ndarray]  # the final learned state
 
 
+def simulate(server_main, client: ClientApp, clients: int, cpus_per_client: float) -> float:
+    """Run a ServerApp main function and a ClientApp with Flower's simulation engine; returns the seconds taken."""
+    from flwr.simulation import run_simulation
+
+    server = ServerApp()
+    server.main()(server_main)
+    begun = time.perf_counter()
+    run_simulation(server_app=server, client_app=client, num_supernodes=clients,
+                   backend_config={"client_resources": {"num_cpus": cpus_per_client}, "init_args": {"log_to_driver": False}})
+    return time.perf_counter() - begun
+
+
 def run_fleet(model_dir: Path, experiences: list[Shard], test: Shard, clients: int, rounds: int,
               from_scratch: bool = True, cpus_per_client: float = 1.0) -> FleetResult:
     """Flower's simulation engine on this machine: `clients` clients over `rounds` rounds (see the module
@@ -128,26 +142,85 @@ def run_fleet(model_dir: Path, experiences: list[Shard], test: Shard, clients: i
         final.update({k: model.state[k] for k in READOUT_LEARNED})
         return MetricRecord({"accuracy": accuracy})
 
-    server = ServerApp()
-
-    @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = ReadoutMerge(clients)
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in start.items()}),
-                                num_rounds=rounds, evaluate_fn=evaluate)
+        result = ReadoutMerge(clients).start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in start.items()}),
+                                             num_rounds=rounds, evaluate_fn=evaluate)
         for r, metrics in result.train_metrics_clientapp.items():
             history[r].update({"samples": int(metrics["num-examples"]), "bytes_sent_per_client": int(metrics["bytes-sent-per-client"]),
                                "clients": int(metrics["clients"])})
 
-    from flwr.simulation import run_simulation
-
-    begun = time.perf_counter()
-    run_simulation(server_app=server, client_app=client_app(Path(model_dir), shards(experiences, clients), rounds),
-                   num_supernodes=clients, backend_config={"client_resources": {"num_cpus": cpus_per_client}, "init_args": {"log_to_driver": False}})
+    seconds = simulate(main, client_app(Path(model_dir), shards(experiences, clients), rounds), clients, cpus_per_client)
     if len(history) != rounds + 1:
         raise EdgeError(f"the simulation finished {len(history) - 1} of {rounds} rounds; see Flower's log above")
-    history[-1]["seconds"] = time.perf_counter() - begun
+    history[-1]["seconds"] = seconds
     return FleetResult(history, final)
+
+
+def backprop_net(input_size: int, hidden: int, classes: int):
+    """The baseline users compare against: a one-hidden-layer network trained by backprop."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_size, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+def fedavg_client_app(client_shards: list[Shard], hidden: int, classes: int, epochs: int, lr: float) -> ClientApp:
+    """Flower client of the FedAvg baseline: `epochs` local epochs of SGD on all of its data each round."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(1)  # the simulation runs clients side by side
+        x, y = client_shards[int(context.node_config["partition-id"])]
+        net = backprop_net(int(np.prod(x.shape[1:])), hidden, classes)
+        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        optimiser = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+        images, labels = torch.from_numpy(x).float() / 255, torch.from_numpy(y)
+        generator = torch.Generator().manual_seed(int(msg.content["config"]["server-round"]))
+        for _ in range(epochs):
+            for idx in torch.randperm(len(images), generator=generator).split(64):
+                optimiser.zero_grad()
+                F.cross_entropy(net(images[idx]), labels[idx]).backward()
+                optimiser.step()
+        arrays = ArrayRecord(net.state_dict())
+        metrics = MetricRecord({"num-examples": len(x), "bytes-sent": arrays.count_bytes()})
+        return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def run_fedavg(experiences: list[Shard], test: Shard, clients: int, rounds: int, hidden: int = 256, epochs: int = 1,
+               lr: float = 0.05, seed: int = 0, cpus_per_client: float = 1.0) -> list[dict]:
+    """The FedAvg baseline on the same clients and splits as ``run_fleet``, with Flower's own FedAvg: each round
+    every client trains the global network on all its data and the server averages the weights by sample count."""
+    import torch
+
+    torch.manual_seed(seed)
+    classes = int(max(y.max() for _, y in experiences)) + 1
+    net = backprop_net(int(np.prod(test[0].shape[1:])), hidden, classes)
+    images = torch.from_numpy(test[0]).float() / 255
+    history: list[dict] = []
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        net.load_state_dict(arrays.to_torch_state_dict())
+        with torch.no_grad():
+            accuracy = float((net(images).argmax(1).numpy() == test[1]).mean())
+        history.append({"round": server_round, "accuracy": accuracy})
+        return MetricRecord({"accuracy": accuracy})
+
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients)
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=rounds, evaluate_fn=evaluate)
+        for r, metrics in result.train_metrics_clientapp.items():
+            history[r]["bytes_sent_per_client"] = int(metrics["bytes-sent"])  # every client sends the whole network
+
+    seconds = simulate(main, fedavg_client_app(shards(experiences, clients), hidden, classes, epochs, lr), clients, cpus_per_client)
+    if len(history) != rounds + 1:
+        raise EdgeError(f"the simulation finished {len(history) - 1} of {rounds} rounds; see Flower's log above")
+    history[-1]["seconds"] = seconds
+    return history
 
 
 def save_fleet(model_dir: Path, result: FleetResult, out: Path) -> Path:
@@ -157,7 +230,7 @@ def save_fleet(model_dir: Path, result: FleetResult, out: Path) -> Path:
         shutil.rmtree(out / "model")
     shutil.copytree(model_dir, out / "model")
     write_learned(out / "model", result.state)
-    (out / "fleet.json").write_text(json.dumps(result.rounds, indent=1) + "\n")
+    save_json(out / "fleet.json", result.rounds)
     return out
 
 

@@ -63,3 +63,13 @@ def test_fleet_command_writes_the_model_and_the_rounds(setup, tmp_path):
     rounds = json.loads((tmp_path / "fleet" / "fleet.json").read_text())
     assert rounds[-1]["accuracy"] == pytest.approx(EdgeModel(tmp_path / "fleet" / "model").accuracy(*load_experiences(setup / "data")[1]))
     assert "bytes sent per client" in result.output
+
+
+def test_fedavg_baseline_runs_on_the_same_clients(setup, tmp_path):
+    result = CliRunner().invoke(app, ["fleet", "split-mnist", "--method", "fedavg", "--data", str(setup / "data"),
+                                      "--clients", "3", "--rounds", "2", "--hidden", "16", "--out", str(tmp_path / "fedavg")])
+    assert result.exit_code == 0, result.output
+    rounds = json.loads((tmp_path / "fedavg" / "fleet.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2] and all(0 <= r["accuracy"] <= 1 for r in rounds)
+    payload = 4 * (784 * 16 + 16 + 16 * 10 + 10)  # the whole network, every round
+    assert payload <= rounds[1]["bytes_sent_per_client"] <= payload + 1024
