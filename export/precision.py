@@ -45,14 +45,28 @@ def downstream_of(model: onnx.ModelProto, inputs: set[str]) -> list[str]:
     return nodes
 
 
-def quantise_int8(src: Path, dst: Path, kind: str) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
 
-    # A readout's classifier (MatMul with the weight input) stays float32; a Hebbian net's MatMuls with
-    # weight inputs are the point of the variant.
-    extra = {"MatMulConstBOnly": kind != "hebbian"}
-    atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
-                                                   extra_options=extra))
+
+def quantise_int8(src: Path, dst: Path, kind: str) -> None:
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    def write(tmp: str) -> None:
+        # The exporter leaves each fixed weight behind a Transpose (W stays under its own name); the
+        # pre-processing folds those, so the MatMuls see constant weights the quantiser can take.
+        folded = tmp + ".folded.onnx"
+        try:
+            quant_pre_process(str(src), folded)
+            # A readout's classifier (MatMul with the weight input) stays float32; a Hebbian net's
+            # MatMuls with weight inputs are the point of the variant.
+            quantize_dynamic(folded, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"MatMulConstBOnly": kind != "hebbian"})
+        finally:
+            Path(folded).unlink(missing_ok=True)
+        if not INTEGER_OPS.intersection(n.op_type for n in onnx.load(tmp).graph.node):
+            raise ValueError(f"{src}: no operator of the predict graph could be quantised to int8; not writing an int8 copy that is float32")
+
+    atomic_write(dst, write)
 
 
 def convert_fp16(src: Path, dst: Path, kind: str) -> None:

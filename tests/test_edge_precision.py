@@ -128,3 +128,16 @@ def test_a_variant_past_the_bar_is_refused_with_its_figure_unless_forced(tmp_pat
     # Exporting again without the variant removes the stale file: the directory holds what the manifest lists.
     assert runner.invoke(app, ["export", str(run)]).exit_code == 0
     assert not (run / "edge" / "predict.int8.onnx").exists()
+
+
+def test_an_int8_variant_with_nothing_to_quantise_is_not_written(tmp_path):
+    """Features without a weight (only the readout's float32 classifier multiplies): no int8 copy that is float32."""
+    features = nn.Sequential(nn.Flatten(), nn.Tanh())
+    readout = LDAReadout(784, 10, shrinkage=0.1)
+    x = np.random.default_rng(0).integers(0, 256, (40, 1, 28, 28), dtype=np.uint8)
+    y = np.arange(40) % 10
+    readout.accumulate(features(torch.from_numpy(x).float() / 255), torch.from_numpy(y))
+    with pytest.raises(ValueError, match="no operator of the predict graph could be quantised"):
+        export_model(nn.Sequential(features, readout), (1, 28, 28), (0.0,), (1.0,), tmp_path, list(range(10)), learns=True,
+                     precisions=("int8",), calibration=(x, y))
+    assert not (tmp_path / "predict.int8.onnx").exists()
