@@ -6,10 +6,14 @@ ONNX Runtime and numpy. Commands import what they need when they run.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NoReturn, Optional
 
-import typer
+# typer < 0.21 (the newest flwr allows) imports click functions that click >= 8.2 deprecates: nothing a
+# user can act on.
+warnings.filterwarnings("ignore", message="'click.utils.get_.*_stream' is deprecated", category=DeprecationWarning)
+import typer  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
