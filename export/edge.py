@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hebbedge.export.runtimes import RuntimeFailure, open_graph
-from hebbedge.files import atomic_write
+from hebbedge.files import atomic_write, remove_temporaries
 
 FORMAT = "hebbedge-edge/2"
 STATE_FORMAT = "hebbedge-state/1"
@@ -260,8 +260,7 @@ class EdgeModel:
         """Write the state (temporary file, then rename): the one commit point of on-device learning.
         Temporary files that a writer killed before its rename left behind are removed first."""
         if self.state:
-            for orphan in self.dir.glob(f".{STATE_FILE}.*.tmp"):
-                orphan.unlink(missing_ok=True)
+            remove_temporaries(self.dir, STATE_FILE)
             write_state(self.dir / STATE_FILE, self.state, self.manifest["model_id"])
 
 

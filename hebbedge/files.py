@@ -63,17 +63,6 @@ def save_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, write)
 
 
-def save_npz(path: str | Path, **arrays) -> Path:
-    """numpy arrays in one .npz (written through a file object: np.savez would append '.npz' to the name)."""
-    import numpy as np
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write)
-
-
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     import torch  # here, not at the top: the edge runtime uses atomic_write without torch
 
@@ -111,8 +100,8 @@ def load_torch(path: str | Path, what: str, map_location: Any = None) -> Any:
         raise BadFileError(path, f"{expected}, but it does not load ({reason})") from None
 
 
-def remove_temporaries(folder: str | Path) -> None:
-    """Delete the temporary files `atomic_write` leaves in `folder` when its process is killed while
-    writing. Only call it when no other process can be writing there."""
-    for tmp in Path(folder).glob(".*.tmp"):
+def remove_temporaries(folder: str | Path, name: str = "*") -> None:
+    """Delete the temporary files `atomic_write` leaves in `folder` (for the file `name` only, if given)
+    when its process is killed while writing. Only call it when no other process can be writing them."""
+    for tmp in Path(folder).glob(f".{name}.*.tmp" if name != "*" else ".*.tmp"):
         tmp.unlink(missing_ok=True)
