@@ -53,34 +53,57 @@ def shards(experiences: list[Shard], clients: int) -> list[Shard]:
     return out
 
 
-def round_part(shard: Shard, server_round: int, rounds: int) -> Shard:
-    """The client's samples for one round: its shard cut into `rounds` disjoint parts, so the data of a
-    device arrives over time and each sample is learned once."""
+def join_rounds(clients: int, join_every: int) -> list[int]:
+    """The round in which each client joins the fleet: all in round 1 (`join_every` 0), else client i in
+    round 1 + i * join_every (one new client every `join_every` rounds)."""
+    if join_every < 0:
+        raise EdgeError(f"join_every must be 0 (every client from round 1) or a number of rounds, got {join_every}")
+    return [1 + i * join_every for i in range(clients)]
+
+
+def round_part(shard: Shard, server_round: int, rounds: int, joined: int = 1) -> Shard:
+    """The client's samples for one round: its shard cut into one disjoint part per round from the round it
+    joined to the last, so the data of a device arrives over time and each sample is learned once."""
     x, y = shard
-    return x[server_round - 1::rounds], y[server_round - 1::rounds]
+    parts = rounds - joined + 1
+    return x[server_round - joined::parts], y[server_round - joined::parts]
 
 
-def client_app(model_dir: Path, client_shards: list[Shard], rounds: int) -> ClientApp:
-    """Flower client: learns its part of the round with learn.onnx and replies with its statistics."""
+def readout_reply(msg: Message, model_dir: Path, shard: Shard, joined: int = 1) -> Message:
+    """What a client answers a train message with: the statistics of its part of the round, learned with
+    learn.onnx from an empty readout. A client that has not joined yet (simulation: every client is a
+    Flower node from round 1) answers with no statistics and `joined` 0, and the server ignores it."""
+    config = msg.content["config"]
+    server_round, rounds = int(config["server-round"]), int(config["rounds"])
+    if server_round < joined:
+        metrics = MetricRecord({"num-examples": 0, "bytes-sent": 0, "joined": 0})
+        return Message(content=RecordDict({"arrays": ArrayRecord(), "metrics": metrics}), reply_to=msg)
+    model = EdgeModel(model_dir)  # the device's copy of the export; never saved here
+    model.state.update(empty_state(model))
+    x, y = round_part(shard, server_round, rounds, joined)
+    if len(x):
+        model.learn(x, y, shuffle_seed=None)
+    arrays = ArrayRecord({k: Array(model.state[k]) for k in READOUT_LEARNED})
+    metrics = MetricRecord({"num-examples": len(x), "bytes-sent": arrays.count_bytes(), "joined": 1})
+    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def client_app(model_dir: Path, client_shards: list[Shard], joins: list[int]) -> ClientApp:
+    """Flower client of the simulation: node `partition-id` holds `client_shards[partition-id]` and joins
+    in round `joins[partition-id]`."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        model = EdgeModel(model_dir)  # the device's copy of the export; never saved here
-        model.state.update(empty_state(model))
-        x, y = round_part(client_shards[int(context.node_config["partition-id"])], int(msg.content["config"]["server-round"]), rounds)
-        if len(x):
-            model.learn(x, y, shuffle_seed=None)
-        arrays = ArrayRecord({k: Array(model.state[k]) for k in READOUT_LEARNED})
-        metrics = MetricRecord({"num-examples": len(x), "bytes-sent": arrays.count_bytes()})
-        return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        i = int(context.node_config["partition-id"])
+        return readout_reply(msg, model_dir, client_shards[i], joins[i])
 
     return app
 
 
 class ReadoutMerge(FedAvg):
     """FedAvg's sampling and messaging, with the average replaced by the exact merge of readout
-    statistics: the new global state is the old one merged with every client's statistics."""
+    statistics: the new global state is the old one merged with every joined client's statistics."""
 
     def __init__(self, clients: int) -> None:
         super().__init__(fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients)
@@ -91,69 +114,91 @@ class ReadoutMerge(FedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
         good = [r for r in replies if not r.has_error()]
-        if not good:
-            return None, None
-        states = [{k: r.content["arrays"][k].numpy() for k in READOUT_LEARNED} for r in good]
+        joined = [r for r in good if int(r.content["metrics"]["joined"])]
+        states = [{k: r.content["arrays"][k].numpy() for k in READOUT_LEARNED} for r in joined]
         assert self.current is not None
         merged = merge_readout([{k: self.current[k].numpy() for k in READOUT_LEARNED}, *states])
-        metrics = [r.content["metrics"] for r in good]
+        metrics = [r.content["metrics"] for r in joined]
         return ArrayRecord({k: Array(v) for k, v in merged.items()}), MetricRecord({
             "num-examples": sum(int(m["num-examples"]) for m in metrics),
-            "bytes-sent-per-client": max(int(m["bytes-sent"]) for m in metrics),
-            "clients": len(good)})
+            "bytes-sent-per-client": max((int(m["bytes-sent"]) for m in metrics), default=0),
+            "clients": len(joined), "failed": len(replies) - len(good)})  # a failed client's samples are missing from the state
 
 
 @dataclass
 class FleetResult:
-    rounds: list[dict]  # per round: accuracy of the global model, samples learned, bytes each client sent
+    rounds: list[dict]  # per round: accuracy of the global model, samples learned, bytes each client sent, clients joined
     state: dict[str, np.ndarray]  # the final learned state
 
 
-def simulate(server_main, client: ClientApp, clients: int, cpus_per_client: float) -> float:
-    """Run a ServerApp main function and a ClientApp with Flower's simulation engine; returns the seconds taken."""
-    from flwr.simulation import run_simulation
-
-    server = ServerApp()
-    server.main()(server_main)
-    begun = time.perf_counter()
-    run_simulation(server_app=server, client_app=client, num_supernodes=clients,
-                   backend_config={"client_resources": {"num_cpus": cpus_per_client}, "init_args": {"log_to_driver": False}})
-    return time.perf_counter() - begun
-
-
-def run_fleet(model_dir: Path, experiences: list[Shard], test: Shard, clients: int, rounds: int,
-              from_scratch: bool = True, cpus_per_client: float = 1.0) -> FleetResult:
-    """Flower's simulation engine on this machine: `clients` clients over `rounds` rounds (see the module
-    docstring). `from_scratch`: the global readout starts empty (only the fixed features are shared),
-    else from the export's state."""
+def readout_model(model_dir: Path) -> EdgeModel:
+    """The exported model a fleet learns, refused unless it is an LDA readout."""
     model = EdgeModel(model_dir)
     if model.manifest["kind"] != "readout":
         raise EdgeError(f"{model_dir}: a {model.manifest['kind']} model; the fleet learns LDA readout exports (random-lda, softhebb-lda)")
+    return model
+
+
+def serve_readout(grid: Grid, model_dir: Path, test: Shard, clients: int, rounds: int, from_scratch: bool = True) -> FleetResult:
+    """The server's side of a readout fleet, the same under the simulation and the deployment engine: waits
+    for `clients` nodes, runs `rounds` rounds of ``ReadoutMerge`` and evaluates the global state on `test`
+    after each (the classifier solved by the model's refresh graph). `from_scratch`: the global readout
+    starts empty (only the fixed features are shared), else from the export's state."""
+    model = readout_model(model_dir)
     start = empty_state(model) if from_scratch else {k: model.state[k] for k in READOUT_LEARNED}
     history: list[dict] = []
     final: dict[str, np.ndarray] = {}
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.state.update({k: arrays[k].numpy() for k in READOUT_LEARNED})
-        model.refresh()  # the classifier, solved by the model's refresh graph
+        model.refresh()
         accuracy = model.accuracy(*test)
         history.append({"round": server_round, "accuracy": accuracy, "seen": int(model.state["count"].sum())})
         final.update({k: model.state[k] for k in READOUT_LEARNED})
         return MetricRecord({"accuracy": accuracy})
 
-    def main(grid: Grid, context: Context) -> None:
-        result = ReadoutMerge(clients).start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in start.items()}),
-                                             num_rounds=rounds, evaluate_fn=evaluate)
-        for r, metrics in result.train_metrics_clientapp.items():
-            history[r].update({"samples": int(metrics["num-examples"]), "bytes_sent_per_client": int(metrics["bytes-sent-per-client"]),
-                               "clients": int(metrics["clients"])})
-
-    seconds = simulate(main, client_app(Path(model_dir), shards(experiences, clients), rounds), clients, cpus_per_client)
+    begun = time.perf_counter()
+    result = ReadoutMerge(clients).start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in start.items()}),
+                                         num_rounds=rounds, train_config=ConfigRecord({"rounds": rounds}), evaluate_fn=evaluate)
+    for r, metrics in result.train_metrics_clientapp.items():
+        history[r].update({"samples": int(metrics["num-examples"]), "bytes_sent_per_client": int(metrics["bytes-sent-per-client"]),
+                           "clients": int(metrics["clients"]), "failed": int(metrics["failed"])})
     if len(history) != rounds + 1:
-        raise EdgeError(f"the simulation finished {len(history) - 1} of {rounds} rounds; see Flower's log above")
-    history[-1]["seconds"] = seconds
+        raise EdgeError(f"the fleet finished {len(history) - 1} of {rounds} rounds; see Flower's log above")
+    history[-1]["seconds"] = time.perf_counter() - begun
     return FleetResult(history, final)
+
+
+def simulate(server_main, client: ClientApp, clients: int, cpus_per_client: float) -> None:
+    """Run a ServerApp main function and a ClientApp with Flower's simulation engine."""
+    from flwr.simulation import run_simulation
+
+    server = ServerApp()
+    server.main()(server_main)
+    run_simulation(server_app=server, client_app=client, num_supernodes=clients,
+                   backend_config={"client_resources": {"num_cpus": cpus_per_client}, "init_args": {"log_to_driver": False}})
+
+
+def run_fleet(model_dir: Path, experiences: list[Shard], test: Shard, clients: int, rounds: int,
+              from_scratch: bool = True, cpus_per_client: float = 1.0, join_every: int = 0) -> FleetResult:
+    """Flower's simulation engine on this machine: `clients` clients over `rounds` rounds (see the module
+    docstring); with `join_every` > 0, client i joins in round 1 + i * join_every (``join_rounds``)."""
+    readout_model(model_dir)  # refused before Ray starts
+    joins = join_rounds(clients, join_every)
+    results: list[FleetResult] = []
+
+    def main(grid: Grid, context: Context) -> None:
+        results.append(serve_readout(grid, Path(model_dir), test, clients, rounds, from_scratch))
+
+    simulate(main, client_app(Path(model_dir), shards(experiences, clients), joins), clients, cpus_per_client)
+    if not results:
+        raise EdgeError("the simulation ended before the fleet finished; see Flower's log above")
+    failed = {r["round"]: r["failed"] for r in results[0].rounds[1:] if r["failed"]}
+    if failed:  # in a simulation every client is reachable: a failure is a bug, not a device that went away
+        raise EdgeError(f"clients failed in rounds {failed} (round: clients); see Flower's log above")
+    return results[0]
 
 
 def backprop_net(input_size: int, hidden: int, classes: int):
@@ -163,6 +208,30 @@ def backprop_net(input_size: int, hidden: int, classes: int):
     return nn.Sequential(nn.Flatten(), nn.Linear(input_size, hidden), nn.ReLU(), nn.Linear(hidden, classes))
 
 
+def sgd_epochs(net, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int) -> None:
+    """`epochs` epochs of SGD (momentum 0.9, batches of 64, cross-entropy) on images `x` (uint8) and labels `y`:
+    a FedAvg client's local training each round, and the centralised network's on the union."""
+    import torch
+    import torch.nn.functional as F
+
+    optimiser = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    images, labels = torch.from_numpy(x).float() / 255, torch.from_numpy(y).long()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(images), generator=generator).split(64):
+            optimiser.zero_grad()
+            F.cross_entropy(net(images[idx]), labels[idx]).backward()
+            optimiser.step()
+
+
+def net_accuracy(net, test: Shard) -> float:
+    """Class-incremental accuracy of a backprop network on every test experience."""
+    import torch
+
+    with torch.no_grad():
+        return float((net(torch.from_numpy(test[0]).float() / 255).argmax(1).numpy() == test[1]).mean())
+
+
 def fedavg_client_app(client_shards: list[Shard], hidden: int, classes: int, epochs: int, lr: float) -> ClientApp:
     """Flower client of the FedAvg baseline: `epochs` local epochs of SGD on all of its data each round."""
     app = ClientApp()
@@ -170,20 +239,12 @@ def fedavg_client_app(client_shards: list[Shard], hidden: int, classes: int, epo
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         import torch
-        import torch.nn.functional as F
 
         torch.set_num_threads(1)  # the simulation runs clients side by side
         x, y = client_shards[int(context.node_config["partition-id"])]
         net = backprop_net(int(np.prod(x.shape[1:])), hidden, classes)
         net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        optimiser = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        images, labels = torch.from_numpy(x).float() / 255, torch.from_numpy(y)
-        generator = torch.Generator().manual_seed(int(msg.content["config"]["server-round"]))
-        for _ in range(epochs):
-            for idx in torch.randperm(len(images), generator=generator).split(64):
-                optimiser.zero_grad()
-                F.cross_entropy(net(images[idx]), labels[idx]).backward()
-                optimiser.step()
+        sgd_epochs(net, x, y, epochs, lr, seed=int(msg.content["config"]["server-round"]))
         arrays = ArrayRecord(net.state_dict())
         metrics = MetricRecord({"num-examples": len(x), "bytes-sent": arrays.count_bytes()})
         return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
@@ -191,36 +252,79 @@ def fedavg_client_app(client_shards: list[Shard], hidden: int, classes: int, epo
     return app
 
 
-def run_fedavg(experiences: list[Shard], test: Shard, clients: int, rounds: int, hidden: int = 256, epochs: int = 1,
-               lr: float = 0.05, seed: int = 0, cpus_per_client: float = 1.0) -> list[dict]:
-    """The FedAvg baseline on the same clients and splits as ``run_fleet``, with Flower's own FedAvg: each round
-    every client trains the global network on all its data and the server averages the weights by sample count."""
+def initial_net(experiences: list[Shard], test: Shard, hidden: int, seed: int):
+    """The backprop network both the FedAvg baseline and the centralised run start from (the same seed, the same weights)."""
     import torch
 
     torch.manual_seed(seed)
     classes = int(max(y.max() for _, y in experiences)) + 1
-    net = backprop_net(int(np.prod(test[0].shape[1:])), hidden, classes)
-    images = torch.from_numpy(test[0]).float() / 255
+    return backprop_net(int(np.prod(test[0].shape[1:])), hidden, classes), classes
+
+
+def run_fedavg(experiences: list[Shard], test: Shard, clients: int, rounds: int, hidden: int = 256, epochs: int = 1,
+               lr: float = 0.05, seed: int = 0, cpus_per_client: float = 1.0) -> list[dict]:
+    """The FedAvg baseline on the same clients and splits as ``run_fleet``, with Flower's own FedAvg: each round
+    every client trains the global network on all its data and the server averages the weights by sample count."""
+    net, classes = initial_net(experiences, test, hidden, seed)
     history: list[dict] = []
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         net.load_state_dict(arrays.to_torch_state_dict())
-        with torch.no_grad():
-            accuracy = float((net(images).argmax(1).numpy() == test[1]).mean())
-        history.append({"round": server_round, "accuracy": accuracy})
-        return MetricRecord({"accuracy": accuracy})
+        history.append({"round": server_round, "accuracy": net_accuracy(net, test)})
+        return MetricRecord({"accuracy": history[-1]["accuracy"]})
 
     def main(grid: Grid, context: Context) -> None:
+        begun = time.perf_counter()
         strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=clients, min_available_nodes=clients)
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=rounds, evaluate_fn=evaluate)
         for r, metrics in result.train_metrics_clientapp.items():
             history[r]["bytes_sent_per_client"] = int(metrics["bytes-sent"])  # every client sends the whole network
+        history[-1]["seconds"] = time.perf_counter() - begun
 
-    seconds = simulate(main, fedavg_client_app(shards(experiences, clients), hidden, classes, epochs, lr), clients, cpus_per_client)
-    if len(history) != rounds + 1:
-        raise EdgeError(f"the simulation finished {len(history) - 1} of {rounds} rounds; see Flower's log above")
-    history[-1]["seconds"] = seconds
+    simulate(main, fedavg_client_app(shards(experiences, clients), hidden, classes, epochs, lr), clients, cpus_per_client)
+    if len(history) != rounds + 1 or "seconds" not in history[-1]:
+        raise EdgeError(f"the simulation finished {max(len(history) - 1, 0)} of {rounds} rounds; see Flower's log above")
     return history
+
+
+def union(experiences: list[Shard], clients: int) -> Shard:
+    """Every sample some client of a `clients` fleet holds, in one place (what a centralised run trains on)."""
+    split = shards(experiences, clients)
+    return np.concatenate([x for x, _ in split]), np.concatenate([y for _, y in split])
+
+
+def run_centralised(experiences: list[Shard], test: Shard, clients: int, rounds: int, hidden: int = 256, epochs: int = 1,
+                    lr: float = 0.05, seed: int = 0) -> list[dict]:
+    """The upper bound users compare FedAvg with: the same network from the same initial weights, trained by SGD on
+    the union of the clients' data (shuffled together: joint training, no forgetting), `epochs` epochs per round for
+    `rounds` rounds, the epochs each FedAvg client runs. What each client sends is its images and labels, once."""
+    import torch
+
+    torch.set_num_threads(1)  # the same single thread a FedAvg client trains with
+    net, _ = initial_net(experiences, test, hidden, seed)
+    x, y = union(experiences, clients)
+    sent = max(a.nbytes + b.nbytes for a, b in shards(experiences, clients))
+    history = [{"round": 0, "accuracy": net_accuracy(net, test)}]
+    begun = time.perf_counter()
+    for r in range(1, rounds + 1):
+        sgd_epochs(net, x, y, epochs, lr, seed=r)
+        history.append({"round": r, "accuracy": net_accuracy(net, test), "bytes_sent_per_client": sent if r == 1 else 0})
+    history[-1]["seconds"] = time.perf_counter() - begun
+    return history
+
+
+def run_one_device(model_dir: Path, experiences: list[Shard], test: Shard, clients: int, from_scratch: bool = True) -> FleetResult:
+    """One device that learns the union of the clients' data with the exported cycle: what the readout fleet must equal."""
+    model = readout_model(model_dir)
+    if from_scratch:
+        model.state.update(empty_state(model))
+    begun = time.perf_counter()
+    x, y = union(experiences, clients)
+    model.learn(x, y)
+    sent = max(a.nbytes + b.nbytes for a, b in shards(experiences, clients))
+    rounds = [{"round": 1, "accuracy": model.accuracy(*test), "seen": int(model.state["count"].sum()),
+               "bytes_sent_per_client": sent, "seconds": time.perf_counter() - begun}]
+    return FleetResult(rounds, {k: model.state[k] for k in READOUT_LEARNED})
 
 
 def save_fleet(model_dir: Path, result: FleetResult, out: Path) -> Path:
@@ -234,10 +338,60 @@ def save_fleet(model_dir: Path, result: FleetResult, out: Path) -> Path:
     return out
 
 
+def load_test(data_dir: Path) -> Shard:
+    """Every expK-test file of `hebbedge stream-data` joined: the class-incremental test set."""
+    tests = [load_arrays(p) for p in sorted(Path(data_dir).glob("exp*-test.safetensors"))]
+    if not tests:
+        raise EdgeError(f"{data_dir}: no expK-test.safetensors files (`hebbedge stream-data` writes them)")
+    return np.concatenate([x for x, _ in tests]), np.concatenate([y for _, y in tests])
+
+
 def load_experiences(data_dir: Path) -> tuple[list[Shard], Shard]:
-    """The expK-train files of `hebbedge stream-data`, and every expK-test file joined (class-incremental accuracy)."""
-    train = [load_arrays(p) for p in sorted(data_dir.glob("exp*-train.safetensors"))]
-    tests = [load_arrays(p) for p in sorted(data_dir.glob("exp*-test.safetensors"))]
-    if not train or not tests:
-        raise EdgeError(f"{data_dir}: no expK-train/expK-test.safetensors files (`hebbedge stream-data` writes them)")
-    return train, (np.concatenate([x for x, _ in tests]), np.concatenate([y for _, y in tests]))  # type: ignore[misc]
+    """The expK-train files of `hebbedge stream-data`, and the joined test set (``load_test``)."""
+    train = [load_arrays(p) for p in sorted(Path(data_dir).glob("exp*-train.safetensors"))]
+    if not train:
+        raise EdgeError(f"{data_dir}: no expK-train.safetensors files (`hebbedge stream-data` writes them)")
+    return train, load_test(data_dir)  # type: ignore[return-value]
+
+
+# Flower's deployment engine: the same client and server as separate processes (SuperLink, SuperNodes, `flwr run`).
+# export/flower_app/ is the Flower App whose components are these two; the run's settings come from its run config
+# (server) and each SuperNode's node config (client), see docs/edge.md.
+
+def deployed_client_app() -> ClientApp:
+    """The ClientApp of a SuperNode started with --node-config 'model="EXPORT" data="DATA" partition-id=I
+    num-partitions=N': it holds client I's shard of the stream in DATA (``shards``) and learns it with EXPORT."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        node = context.node_config
+        missing = [k for k in ("model", "data", "partition-id", "num-partitions") if k not in node]
+        if missing:
+            raise EdgeError(f"the SuperNode's --node-config lacks {', '.join(missing)}; expected "
+                            "'model=\"EXPORT\" data=\"DATA\" partition-id=I num-partitions=N'")
+        experiences, _ = load_experiences(Path(str(node["data"])))
+        shard = shards(experiences, int(node["num-partitions"]))[int(node["partition-id"])]
+        return readout_reply(msg, Path(str(node["model"])), shard)
+
+    return app
+
+
+def deployed_server_app() -> ServerApp:
+    """The ServerApp: run config model (the export), data (its test files are evaluated), clients (nodes waited for),
+    rounds, out (where the fleet's model/ and fleet.json are written, as `hebbedge fleet` writes them)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = context.run_config
+        missing = [k for k in ("model", "data", "clients", "rounds", "out") if not str(config.get(k, ""))]
+        if missing:
+            raise EdgeError(f"the run config lacks {', '.join(missing)}; set them with flwr run --run-config "
+                            "'model=\"EXPORT\" data=\"DATA\" clients=N rounds=R out=\"DIR\"'")
+        model_dir = Path(str(config["model"]))
+        result = serve_readout(grid, model_dir, load_test(Path(str(config["data"]))), int(config["clients"]),
+                               int(config["rounds"]), from_scratch=bool(config.get("from-scratch", True)))
+        save_fleet(model_dir, result, Path(str(config["out"])))
+
+    return app

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 pytest.importorskip("flwr", reason="the fleet extra (flwr[simulation]) is not installed")
 
 from hebbedge.cli.app import app  # noqa: E402
-from hebbedge.export.edge import EdgeModel  # noqa: E402
-from hebbedge.export.fleet import empty_state, load_experiences, run_fleet, shards  # noqa: E402
+from hebbedge.export.edge import EdgeError, EdgeModel  # noqa: E402
+from hebbedge.export.fleet import Shard, empty_state, join_rounds, load_experiences, round_part, run_fleet, shards  # noqa: E402
 from hebbedge.export.onnx import export_model, stream_arrays  # noqa: E402
 from hebbedge.readout import LDAReadout  # noqa: E402
 
@@ -37,23 +37,51 @@ def test_shards_give_each_client_one_experience_and_no_sample_twice():
     assert sorted(np.concatenate([x for x, _ in split]).tolist()) == list(range(50))
 
 
+def assert_one_device_on(state: dict[str, np.ndarray], model_dir, seen: list[Shard], test: Shard) -> dict[str, float]:
+    """`state` (a fleet's merged state) is that of one device that learned the union of `seen` with the same
+    export: relative error at most 1e-6 on count, mean and scatter, identical predictions on `test`, and only
+    the classes in `seen` counted. Returns the errors."""
+    x, y = np.concatenate([a for a, _ in seen]), np.concatenate([b for _, b in seen])
+    union = EdgeModel(model_dir)
+    union.state.update(empty_state(union))
+    union.learn(x, y)
+    errors = {name: relative(state[name], union.state[name].astype(np.float64)) for name in ("count", "mean", "scatter")}
+    assert all(e <= 1e-6 for e in errors.values()), errors
+    fleet = EdgeModel(model_dir)
+    fleet.state.update({k: state[k] for k in ("count", "mean", "scatter")})
+    fleet.refresh()
+    assert np.array_equal(fleet.predict(test[0]), union.predict(test[0]))
+    assert set(np.flatnonzero(state["count"])) == set(y.tolist())
+    return errors
+
+
 def test_three_flower_clients_learn_exactly_what_one_device_learns_from_their_union(setup):
     experiences, test = load_experiences(setup / "data")
     result = run_fleet(setup / "edge", experiences, test, clients=3, rounds=2)
     assert [r["round"] for r in result.rounds] == [0, 1, 2]
-    union = EdgeModel(setup / "edge")  # one device that sees the three clients' data (experiences 0-2)
-    union.state.update(empty_state(union))
-    union.learn(np.concatenate([x for x, _ in experiences[:3]]), np.concatenate([y for _, y in experiences[:3]]))
-    errors = {name: relative(result.state[name], union.state[name].astype(np.float64)) for name in ("count", "mean", "scatter")}
-    print("fleet against one device:", errors, f"{result.rounds[-1]['seconds']:.1f} s simulated")
-    assert all(e <= 1e-6 for e in errors.values()), errors
-    fleet = EdgeModel(setup / "edge")
-    fleet.state.update(result.state)
-    fleet.refresh()
-    assert np.array_equal(fleet.predict(test[0]), union.predict(test[0]))
-    assert set(np.flatnonzero(result.state["count"])) == set(np.concatenate([y for _, y in experiences[:3]]).tolist())
+    errors = assert_one_device_on(result.state, setup / "edge", experiences[:3], test)  # the three clients' experiences 0-2
+    print("fleet against one device:", errors, f"{result.rounds[-1]['seconds']:.1f} s of rounds")
     payload = 4 * (10 + 10 * 32 + 32 * 32)  # float32 count, mean, scatter; Flower adds names and shapes
     assert payload <= result.rounds[1]["bytes_sent_per_client"] <= payload + 512
+
+
+def test_a_client_that_joins_late_learns_each_of_its_samples_once_in_the_rounds_it_is_in():
+    assert join_rounds(3, 0) == [1, 1, 1] and join_rounds(3, 2) == [1, 3, 5]
+    shard = (np.arange(10), np.arange(10) % 2)
+    parts = [round_part(shard, r, rounds=5, joined=3)[0] for r in (3, 4, 5)]
+    assert all(len(p) for p in parts) and sorted(np.concatenate(parts).tolist()) == list(range(10))
+    with pytest.raises(EdgeError, match="join_every must be 0"):
+        join_rounds(3, -1)
+
+
+def test_clients_joining_over_time_add_exactly_what_they_saw(setup):
+    experiences, test = load_experiences(setup / "data")
+    # client 0 joins in round 1, client 1 in round 2; client 2 would join in round 3, after the last
+    result = run_fleet(setup / "edge", experiences, test, clients=3, rounds=2, join_every=1)
+    assert [r["clients"] for r in result.rounds[1:]] == [1, 2]
+    first = len(experiences[0][0][0::2])  # client 0 learns half of its shard in round 1, client 1 all of its in round 2
+    assert [r["seen"] for r in result.rounds] == [0, first, len(experiences[0][0]) + len(experiences[1][0])]
+    assert_one_device_on(result.state, setup / "edge", experiences[:2], test)  # client 2's classes never counted
 
 
 def test_fleet_command_writes_the_model_and_the_rounds(setup, tmp_path):
