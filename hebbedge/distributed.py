@@ -5,7 +5,7 @@ Each global batch of B samples is cut into R equal shards, one per process (rank
 - the Hebbian learner with C training (``DistributedHebbianLearner``): C's gradients are averaged before
   AdamW, like DDP; after the local rules, each layer's momentum M (and bias momentum) is averaged. Every
   rank held the same M before the step, so mean_r(beta*M + D_r) = beta*M + mean_r D_r: the step takes
-  the mean of the ranks' local directions (thesis eq. 4.31's M <- beta M + D with D = mean_r D_r);
+  the mean of the ranks' local directions (docs/method.md: M <- beta M + D, with D = mean_r D_r);
 - its backprop twin: ``torch.nn.parallel.DistributedDataParallel`` averages the gradients;
 - the streaming LDA readout (``DistributedReadout``): its state is sums (counts, class sums, second
   moment), and the all-reduced sums are exactly those of one process that saw every shard.
@@ -334,7 +334,7 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
     train_idx = train_idx[:_cut(len(train_idx), world_size())]
     val = (x_train[perm[:cfg.val_size]], y_train[perm[:cfg.val_size]]) if cfg.val_size else None
     lead = rank() == 0
-    # "lda" reads the hidden layers of the random-features control (eta = 0: they never change).
+    # "lda" reads the hidden layers of the random-features control, in eval mode (they never learn).
     built = TrainConfig(**{**asdict(cfg), "learner": "random" if learner == "lda" else learner})
     model, single = build(built, tuple(x_train.shape[1:]), int(y_train.max()) + 1, dev)
     extra = {"learner": learner, "world_size": world_size(), "train_samples": len(train_idx)}
@@ -345,7 +345,7 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
         if isinstance(single, HebbianLearner):  # (build's own learner is not used: this one reduces)
             distributed = DistributedHebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
         else:
-            distributed = distributed_backprop(model, cfg.learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            distributed = distributed_backprop(model, learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
         extra["reduced_bytes_per_step"] = reduced_bytes(distributed)
         sharded = ShardedLearner(distributed, model)
         epoch_done = None if on_epoch is None or not lead else (
@@ -383,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
                                 description="i.i.d. training across processes; --batch-size is the global batch.")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
     p.add_argument("--learner", default="hebbian", choices=LEARNERS)
-    p.add_argument("--widths", type=int, nargs="+", default=[2000, 2000, 2000, 2000])
+    p.add_argument("--arch", default="linear", choices=("linear", "conv"))
+    p.add_argument("--widths", type=int, nargs="+", default=[2000, 2000, 2000, 2000], help="linear: hidden widths")
+    p.add_argument("--width-factor", type=int, default=4, help="conv: the width factor f (1, 2 or 4)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32, help="the global batch, split evenly over the processes")
     p.add_argument("--train-size", type=int, default=None)
@@ -398,7 +400,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, required=True, help="folder for result.json and checkpoint.pt (written by rank 0)")
     a = p.parse_args(argv)
-    cfg = TrainConfig(dataset=a.dataset, learner="random" if a.learner == "lda" else a.learner, widths=tuple(a.widths),
+    if not launched():
+        sys.exit("error: start it with torchrun, e.g. torchrun --nproc-per-node 2 -m hebbedge.distributed mnist --out DIR")
+    cfg = TrainConfig(dataset=a.dataset, learner="random" if a.learner == "lda" else a.learner, arch=a.arch,
+                      widths=tuple(a.widths), width_factor=a.width_factor,
                       epochs=a.epochs, batch_size=a.batch_size, train_size=a.train_size, val_size=a.val_size,
                       seed=a.seed, eta=a.eta, momentum=not a.no_momentum, label_smoothing=a.label_smoothing,
                       c_lr=a.c_lr, lr=a.lr)

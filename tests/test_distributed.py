@@ -12,7 +12,7 @@ tests compare them with a single process stepping through the same global batche
 
 from __future__ import annotations
 
-import copy
+import json
 import os
 import socket
 import subprocess
@@ -29,6 +29,7 @@ from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_linear
 from hebbedge.readout import LDAReadout
 from hebbedge.rules import ContrastiveRule, GradientRule, contrastive_masks
+from tinydata import write_tiny_mnist
 
 WORLD, BATCH, STEPS, IN, CLASSES = 2, 8, 4, 12, 3
 POISON_STEP = 2  # the step at which one sample of rank 1's shard carries the value that PoisonRule refuses
@@ -100,10 +101,9 @@ def wrap_rules(model, make, only: int | None = None) -> torch.nn.Module:
 
 # -- the worker (run by torchrun) ---------------------------------------------------------------------
 
-def worker(out: Path) -> None:
-    import torch.distributed as dist
-
+def worker(out: Path, data_dir: str) -> None:
     from hebbedge import distributed as hd
+    from hebbedge.train import TrainConfig
 
     torch.set_default_dtype(torch.float64)
     hd.init("cpu")
@@ -132,8 +132,15 @@ def worker(out: Path) -> None:
             readout.sync()
     result["lda"] = {**snapshot(readout.readout), "predictions": readout.model.eval()(steps[0][0]).argmax(1)}
     result["bytes"] = hd.reduced_bytes(hd.DistributedHebbianLearner(hebbian_model()))
+    # The entry point on made-up MNIST files (float32, like a real run): the run for two learners,
+    # then the command line, whose rank 0 writes the record (main ends the process group).
+    torch.set_default_dtype(torch.float32)
+    for learner in ("adam", "lda"):
+        cfg = TrainConfig(learner="adam", widths=(16,), epochs=1, batch_size=8, train_size=41, val_size=20)
+        result[f"run-{learner}"] = hd.run(cfg, "cpu", data_dir, progress=False, learner=learner)
     torch.save(result, out / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    hd.main(["mnist", "--learner", "hebbian", "--widths", "16", "--epochs", "2", "--batch-size", "8", "--train-size", "41",
+             "--val-size", "20", "--device", "cpu", "--data-dir", data_dir, "--out", str(out / "cli")])
 
 
 # -- launching ------------------------------------------------------------------------------------------
@@ -152,11 +159,18 @@ def torchrun(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpr
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
+def launch(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The one torchrun launch of every scenario: (its output folder, the finished process)."""
     out = tmp_path_factory.mktemp("dist")
-    proc = torchrun(__file__, str(out))
+    data_dir = write_tiny_mnist(tmp_path_factory.mktemp("data"))
+    proc = torchrun(__file__, str(out), str(data_dir))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def ranks(launch) -> list[dict]:
+    return [torch.load(launch[0] / f"rank{r}.pt") for r in range(WORLD)]
 
 
 @pytest.fixture(autouse=True)
@@ -282,5 +296,29 @@ def test_reduced_bytes_counts_c_gradients_momenta_and_flags(ranks):
     assert ranks[0]["bytes"] == 8 * (c + m) + 8 * 3  # float64; one int64 flag per learning layer
 
 
+def test_command_line_trains_mnist_and_rank_0_writes_the_record(launch):
+    out, proc = launch
+    record = json.loads((out / "cli" / "result.json").read_text())
+    assert proc.stdout.count("test accuracy") == 1  # rank 0 only
+    assert record["world_size"] == WORLD and record["learner"] == "hebbian" and record["finished"]
+    assert record["train_samples"] == 40  # 41 cut to a multiple of the world size
+    assert record["epochs_done"] == 2 and 0.0 <= record["test_acc"] <= 1.0
+    assert record["reduced_bytes_per_step"] > 0
+    state = torch.load(out / "cli" / "checkpoint.pt")
+    assert "1.momentum" in state["learner"]["model"]
+    assert sorted(p.name for p in (out / "cli").iterdir()) == ["checkpoint.pt", "result.json"]  # no temporaries left
+
+
+@pytest.mark.parametrize("learner", ["adam", "lda"])
+def test_run_gives_every_rank_the_same_record(ranks, learner):
+    records = [ranks[r][f"run-{learner}"] for r in range(WORLD)]
+    assert records[0]["test_acc"] == records[1]["test_acc"]
+    assert records[0]["world_size"] == WORLD and records[0]["learner"] == learner
+    bytes_key = "reduced_bytes_per_sync" if learner == "lda" else "reduced_bytes_per_step"
+    assert records[0][bytes_key] > 0
+    if learner == "lda":  # one pass over 40 samples of well-separated made-up classes (chance: 0.1)
+        assert records[0]["test_acc"] > 0.5
+
+
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    worker(Path(sys.argv[1]), sys.argv[2])
