@@ -24,6 +24,7 @@ Run: ``torchrun --nproc-per-node 2 -m hebbedge.distributed mnist --learner hebbi
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import time
@@ -36,7 +37,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from hebbedge.backprop import BackpropLearner
-from hebbedge.data import DataNotFoundError
+from hebbedge.data import DataNotFoundError, fingerprint, split_files
 from hebbedge.files import save_checkpoint, save_json
 from hebbedge.layers import HebbLayer
 from hebbedge.learner import HebbianLearner, StepResult
@@ -66,6 +67,8 @@ def init(device: str = "auto") -> torch.device:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # (a caller such as `hebbedge train` need not know about the group: it is left at exit)
+        atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
     return dev
 
 
@@ -338,6 +341,8 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
     built = TrainConfig(**{**asdict(cfg), "learner": "random" if learner == "lda" else learner})
     model, single = build(built, tuple(x_train.shape[1:]), int(y_train.max()) + 1, dev)
     extra = {"learner": learner, "world_size": world_size(), "train_samples": len(train_idx)}
+    if data is None:  # what the run read (path, size, sha256), as hebbedge.train.run records it
+        extra["data"] = fingerprint([*split_files(cfg.dataset, True, data_dir), *split_files(cfg.dataset, False, data_dir)])
     if learner == "lda":
         history, model, extra["reduced_bytes_per_sync"] = _fit_readout(model, x_train[train_idx], y_train[train_idx], cfg, val, (x_test, y_test))
         state = {"model": model.state_dict()}

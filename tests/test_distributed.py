@@ -303,7 +303,7 @@ def test_command_line_trains_mnist_and_rank_0_writes_the_record(launch):
     assert record["world_size"] == WORLD and record["learner"] == "hebbian" and record["finished"]
     assert record["train_samples"] == 40  # 41 cut to a multiple of the world size
     assert record["epochs_done"] == 2 and 0.0 <= record["test_acc"] <= 1.0
-    assert record["reduced_bytes_per_step"] > 0
+    assert record["reduced_bytes_per_step"] > 0 and len(record["data"]) == 4  # the four IDX files read
     state = torch.load(out / "cli" / "checkpoint.pt")
     assert "1.momentum" in state["learner"]["model"]
     assert sorted(p.name for p in (out / "cli").iterdir()) == ["checkpoint.pt", "result.json"]  # no temporaries left
