@@ -8,7 +8,8 @@ does no arithmetic of its own:
 - ``refresh`` (LDA readouts only): (count, mean, scatter) -> (weight, bias, centre), the classifier.
 
 A frozen-C Hebbian network's state is its weights W_i and momentum buffers M_i; its learn graph is
-`HebbianLearner.step` in frozen mode (the layers' own ``pending``, ``respond`` and rule). Fixed
+`HebbianLearner.step` in frozen mode, written with the reference functions of
+``hebbedge.plasticity`` (pending weight, commit, momentum update) and each layer's rule direction. Fixed
 features under an LDA readout keep the readout's statistics in the float32 form of
 ``hebbedge.readout.merge`` and the centred classifier of ``hebbedge.readout.classifier``.
 Images enter in [0, 1]; the standardisation is inside every graph. Both torch exporters silently
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper
 
+from hebbedge import plasticity
 from hebbedge.layers import HebbLayer
 from hebbedge.readout import UNSEEN, merge, scores
 
@@ -92,7 +94,7 @@ class HebbianLearn(HebbianPredict):
         for module in self.model:
             if isinstance(module, HebbLayer):
                 w, m = weights[len(seen)], momenta[len(seen)]
-                w_eff = module.pending(w, m) if module.eta != 0 else w
+                w_eff = module.pending(w, m) if module.learns else w  # plasticity.pending_weight
                 y = module.respond(h, w_eff)
                 seen.append((module, h, y, w_eff, m))
                 h = y
@@ -100,10 +102,10 @@ class HebbianLearn(HebbianPredict):
                 h = module(h)
         new_w, new_m = [], []
         for module, x, y, w_eff, m in seen:
-            new_w.append(w_eff)
-            if module.eta != 0:
-                d_w, _ = module.rule.direction(module, x, y, labels)
-                m = module.beta * m + d_w
+            new_w.append(plasticity.commit(w_eff))
+            if module.learns:
+                d_w, _ = module.direction(x, y, labels)
+                m = plasticity.momentum_update(m, d_w, module.beta)
             new_m.append(m)
         return (*new_w, *new_m)
 

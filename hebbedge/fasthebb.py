@@ -1,4 +1,5 @@
-"""FastHebb (seed 001): soft-WTA and Hebbian-PCA updates as matrix products, and their per-patch references.
+"""FastHebb (*Scalable bio-inspired training of deep neural networks with FastHebb*): soft-WTA and
+Hebbian-PCA updates as matrix products, and their per-patch references.
 
 Notation of the paper: a layer sees P patches (batch x positions for a conv layer, the batch for a
 linear layer) C[p, m], has Q neurons with weights B[q, m] and activations A[p, q] = C B^T.
@@ -93,7 +94,7 @@ def conv_patches_reference(x: torch.Tensor, kernel_size: int, stride: int = 1, p
 
 
 def benchmark(batches: int = 5, batch_size: int = 32, epoch_images: int = 50_000, seed: int = 0) -> dict:
-    """Seed 001's single-layer setting: 5x5 conv, 3 -> 96 channels, 32x32 inputs (CIFAR-10 sized).
+    """The FastHebb paper's single-layer setting: 5x5 conv, 3 -> 96 channels, 32x32 inputs (CIFAR-10 sized).
 
     Times one weight update per batch (patch extraction + rule) for the two-phase per-patch rule
     and the FastHebb form, on the same random batches, and extrapolates to an epoch of

@@ -4,6 +4,9 @@
     -> cross-entropy -> backward -> AdamW on C only
     -> commit W <- W_eff.detach() -> each layer's rule gives D -> M <- beta*M + D
 
+Each layer's part of it is ``hebbedge.layers.HebbLayer`` (forward, commit, learn), whose arithmetic is
+``hebbedge.plasticity`` and ``hebbedge.rules``.
+
 After ``freeze_c()`` the same step runs under ``torch.no_grad()`` with no optimizer: the
 on-device mode, whose memory is W + M + one batch of activations.
 """
@@ -39,11 +42,16 @@ class HebbianLearner:
         weight_decay: float = 0.003,
         betas: tuple[float, float] = (0.9, 0.999),
         sgd_lr: float | None = None,
+        fast: bool = True,
     ) -> None:
+        """`fast` False makes every layer take the reference forms of ``hebbedge.plasticity`` (same values;
+        see ``HebbLayer.pending_form``)."""
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
         if not self.layers:
             raise ValueError("the model has no Hebbian layers (HebbLinear / HebbConv2d)")
+        for layer in self.layers:
+            layer.fast = fast
         self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, betas=betas)
         # A hybrid stack also has plain layers trained by backprop: their weights get their own group.
         c_ids = {id(p) for layer in self.layers for p in layer.parameters()}
@@ -122,10 +130,12 @@ class HebbianLearner:
 
     @torch.no_grad()
     def local_update(self, target: torch.Tensor) -> int:
-        """Commit W <- W_eff, then each layer's rule gives D and M <- beta*M + D.
+        """Commit W <- W_eff, then each layer's rule gives D and M <- beta*M + D (``HebbLayer.learn``, whose
+        every momentum update goes through ``HebbLayer.update_momentum_``).
 
         Needs the training-mode forward of this batch (each layer cached its input and output).
-        Returns how many layers dropped a non-finite direction.
+        Returns how many layers dropped a non-finite direction. A distributed learner may all-reduce
+        each layer's M after this (``layer.materialise_momentum_()`` first when C is frozen).
         """
         for layer in self.layers:
             layer.commit()

@@ -22,18 +22,20 @@ def _check_activation(activation: str) -> None:
         raise ValueError(f"unknown activation {activation!r}; expected one of {list(_TORCH_ACTIVATIONS)}")
 
 
-def _dense(n_in: int, n_out: int, activation: str | None, hebbian: bool, eta: float, beta: float, label_smoothing: float) -> list[nn.Module]:
+def _dense(n_in: int, n_out: int, activation: str | None, hebbian: bool, eta: float, beta: float, label_smoothing: float,
+           plastic: bool = True) -> list[nn.Module]:
     if hebbian:
         rule = ContrastiveRule(label_smoothing) if activation is not None else None
-        return [HebbLinear(n_in, n_out, activation, rule=rule, eta=eta, beta=beta, post="l2")]
+        return [HebbLinear(n_in, n_out, activation, rule=rule, eta=eta, beta=beta, post="l2", plastic=plastic)]
     layers: list[nn.Module] = [nn.Linear(n_in, n_out, bias=False)]
     return layers + ([_TORCH_ACTIVATIONS[activation]()] if activation else [])
 
 
-def _conv(n_in: int, n_out: int, kernel: int, activation: str, hebbian: bool, eta: float, beta: float, label_smoothing: float) -> list[nn.Module]:
+def _conv(n_in: int, n_out: int, kernel: int, activation: str, hebbian: bool, eta: float, beta: float, label_smoothing: float,
+          plastic: bool = True) -> list[nn.Module]:
     if hebbian:
         return [HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=activation,
-                           rule=ContrastiveRule(label_smoothing), eta=eta, beta=beta, post="clip")]
+                           rule=ContrastiveRule(label_smoothing), eta=eta, beta=beta, post="clip", plastic=plastic)]
     return [nn.Conv2d(n_in, n_out, kernel, padding=kernel // 2, bias=False), _TORCH_ACTIVATIONS[activation]()]
 
 
@@ -47,11 +49,14 @@ def thesis_linear(
     eta: float = 1e-3,
     beta: float = 0.9,
     label_smoothing: float = 0.0,
+    plastic_hidden: bool = True,
 ) -> nn.Sequential:
     """The thesis linear net (ch. 5.3.1): hidden tanh layers of 2000, then the output layer.
 
-    `hebbian` may name each layer (hidden ones, then the output): a hybrid stack (seed 002) mixes
-    Hebbian layers with plain ones trained by backprop.
+    `hebbian` may name each layer (hidden ones, then the output): a hybrid stack (*Hebbian learning
+    algorithms for training convolutional neural networks*) mixes Hebbian layers with plain ones
+    trained by backprop. `plastic_hidden` False builds the random-features control: the hidden
+    Hebbian layers never learn, the output layer does.
     """
     _check_activation(activation)
     per_layer = (hebbian,) * (len(widths) + 1) if isinstance(hebbian, bool) else tuple(hebbian)
@@ -60,7 +65,7 @@ def thesis_linear(
     layers: list[nn.Module] = [nn.Flatten()]
     sizes = (in_features, *widths)
     for n_in, n_out, hebb in zip(sizes[:-1], sizes[1:], per_layer):
-        layers += _dense(n_in, n_out, activation, hebb, eta, beta, label_smoothing)
+        layers += _dense(n_in, n_out, activation, hebb, eta, beta, label_smoothing, plastic_hidden)
         if dropout:
             layers.append(nn.Dropout(dropout))
     layers += _dense(sizes[-1], n_classes, None, per_layer[-1], eta, beta, label_smoothing)
@@ -79,10 +84,12 @@ def thesis_conv(
     eta_linear: float = 1e-3,
     beta: float = 0.9,
     label_smoothing: float = 0.0,
+    plastic_hidden: bool = True,
 ) -> nn.Sequential:
     """The thesis conv net (ch. 6.2): SoftHebb's conv stack without BatchNorm, two hidden FC layers.
+    `plastic_hidden` False builds the random-features control (as in ``thesis_linear``).
 
-    Conv stack (SoftHebb, seed 003, Table 4): 5x5 conv96 -> 4x4 max-pool /2 -> 3x3 conv(96 f)
+    Conv stack (SoftHebb, *Hebbian deep learning without feedback*, Table 4): 5x5 conv96 -> 4x4 max-pool /2 -> 3x3 conv(96 f)
     -> 4x4 max-pool /2 -> 3x3 conv(96 f^2) -> 2x2 avg-pool /2, f the width factor. Each hidden FC
     layer divides its input size by 4, capped at 1024 (thesis Fig. 6.9). Dropout, when set, follows
     the conv layers only (thesis 6.2).
@@ -95,7 +102,7 @@ def thesis_conv(
     pools = (MaxPool2d(4, 2, padding=1), MaxPool2d(4, 2, padding=1), nn.AvgPool2d(2, 2))
     layers: list[nn.Module] = []
     for n_in, n_out, k, pool in zip(channels[:-1], channels[1:], kernels, pools):
-        layers += _conv(n_in, n_out, k, activation, hebbian, eta_conv, beta, label_smoothing)
+        layers += _conv(n_in, n_out, k, activation, hebbian, eta_conv, beta, label_smoothing, plastic_hidden)
         layers.append(pool)
         if dropout:
             layers.append(nn.Dropout(dropout))
@@ -105,7 +112,7 @@ def thesis_conv(
     fc1 = min(n_features // 4, 1024)
     fc2 = min(fc1 // 4, 1024)
     for n_in, n_out in ((n_features, fc1), (fc1, fc2)):
-        layers += _dense(n_in, n_out, activation, hebbian, eta_linear, beta, label_smoothing)
+        layers += _dense(n_in, n_out, activation, hebbian, eta_linear, beta, label_smoothing, plastic_hidden)
     layers += _dense(fc2, n_classes, None, hebbian, eta_linear, beta, label_smoothing)
     return nn.Sequential(*layers)
 
@@ -113,8 +120,7 @@ def thesis_conv(
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` computed in channels-last memory format on the CPU when no gradient flows
     through it (same values, same output layout): PyTorch's NCHW CPU kernel is far slower for
-    overlapping windows (4x4 stride 2 on 64x96x28x28: 26 ms, against 4.4 ms with the two layout
-    conversions; 2-core CPU). With autograd the layout copy would be saved for the backward, so
+    overlapping windows, even counting the two layout conversions. With autograd the layout copy would be saved for the backward, so
     backprop (and C training) keep PyTorch's own path, as a plain PyTorch net has it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,17 +155,17 @@ class AdaptiveAvgPool(nn.Module):
 
 
 def random_features_(model: nn.Module) -> nn.Module:
-    """Make `model` its own random-features control: every Hebbian layer but the readout stops
-    learning (eta = 0: W_eff = W, and no local rule runs), so the hidden weights stay at their
-    random initialisation while the readout learns with the same rule."""
+    """Make a built `model` its own random-features control (``plastic_hidden=False`` builds it so):
+    every Hebbian layer but the readout stops learning (W_eff = W, and no local rule runs), so the
+    hidden weights stay at their random initialisation while the readout learns with the same rule."""
     *hidden, _ = [m for m in model.modules() if isinstance(m, HebbLayer)]
     for layer in hidden:
-        layer.eta = 0.0
+        layer.plastic = False
     return model
 
 
 def softhebb_init_(weight: torch.Tensor, radius: float) -> None:
-    """SoftHebb's initialisation (seed 003, A.1): normal weights whose expected row norm is `radius`
+    """SoftHebb's initialisation (*Hebbian deep learning without feedback*, A.1): normal weights whose expected row norm is `radius`
     (E|w| = sigma sqrt(2/pi), so sigma = radius / sqrt(N * 2/pi)); above 2.5 every neuron learns."""
     n = weight[0].numel()
     with torch.no_grad():

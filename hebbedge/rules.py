@@ -1,28 +1,26 @@
-"""Local learning rules: each takes a layer's cached input/output and returns a weight direction.
+"""Local learning rules: pure functions of tensors that give a layer's weight direction D.
 
-A rule returns D = -dL_local/dW (and -dL_local/db when the layer has a bias), derived
-analytically — no autograd inside a rule, so a rule also runs under ``torch.no_grad()`` on a
-device with no optimizer at all. Equation numbers refer to the thesis (seed 000, chapter 4).
+D = -dL_local/dW is derived analytically (no autograd inside a rule), so a rule also runs under
+``torch.no_grad()`` on a device with no optimizer at all, and traces to ONNX. Equation numbers refer
+to the thesis *Backpropagation meets contrastive neuron-centric Hebbian learning*, chapter 4.
 
-The math lives in pure functions (tensors in, tensors out) so that the frozen-C learning step can
-be traced for export; the rule objects only hold hyperparameters.
+A rule object holds only hyperparameters, and takes and returns tensors (like torch.optim's
+functional forms); it never sees a layer. Two kinds:
+
+- a ``GradientRule`` gives dL/du at the layer's pre-activation u from the layer's output y; the
+  layer turns it into D = -dL/dW its own way (``hebbedge.plasticity.linear_weight_grad`` /
+  ``conv_weight_grad``), which lets a linear layer add the rank-B product into M without forming D;
+- a ``PatchRule`` gives dW from the patches the layer sees and its weights W.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-from hebbedge.fasthebb import conv_patches, hpca_fast, swta_fast
-
-if TYPE_CHECKING:
-    from hebbedge.layers import HebbLayer
+from hebbedge.fasthebb import hpca_fast, swta_fast
 
 EPS = 1e-8  # eq. 4.3
-
-Direction = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def activation_derivative(y: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -105,34 +103,15 @@ def hebbian_descent_output_grad(logits: torch.Tensor, target: torch.Tensor) -> t
 
 
 class Rule:
-    """A local rule: maps a layer's cached (input, output) and the labels to a direction D."""
-
-    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        """D = -dL/dW (and -dL/db) of `layer` from its input x and output `out` (a pure function)."""
-        raise NotImplementedError
-
-    def accumulate(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> bool:
-        """M <- beta*M + D in place; False when D was not finite and was dropped (see HebbLayer.accumulate)."""
-        return layer.accumulate(self.direction(layer, x, out, target))
+    """A local rule (hyperparameters only): see ``GradientRule`` and ``PatchRule``."""
 
 
 class GradientRule(Rule):
-    """A rule that is the negative gradient of a loss on the layer's output.
-
-    Subclasses give dL/du at the layer's pre-activation; the layer turns that into dL/dW its own
-    way (a rank-B product for linear layers, ``conv2d_weight`` for convolutions).
-    """
+    """A rule that is the negative gradient of a local loss on the layer's output."""
 
     def output_grad(self, out: torch.Tensor, target: torch.Tensor, activation: str | None) -> torch.Tensor:
+        """dL/du at the pre-activation u, from the layer's output `out` and the labels."""
         raise NotImplementedError
-
-    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        g_w, g_b = layer.local_weight_grad(x, self.output_grad(out, target, layer.activation))
-        return -g_w, (None if g_b is None else -g_b)
-
-    def accumulate(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> bool:
-        # The layer adds the product straight into M (linear: one GEMM), never forming D.
-        return layer.accumulate_grad(x, self.output_grad(out, target, layer.activation))
 
 
 class ContrastiveRule(GradientRule):
@@ -168,28 +147,17 @@ class HebbianDescent(GradientRule):
 
 
 class PatchRule(Rule):
-    """Base of the unsupervised rules of seeds 001/003: they act on the patches the layer sees.
+    """A rule on the patches a layer sees: a linear layer's inputs, or a conv layer's receptive fields
+    (batch x positions, ``hebbedge.fasthebb.conv_patches``). ``update(c, w, target)`` gives dW for W
+    flattened to [neurons, patch size]."""
 
-    A linear layer's patches are its inputs; a conv layer's are its receptive fields (batch x
-    positions). The direction is the aggregated update dW (labels are not used), shaped like W.
-    """
-
-    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
-
-    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        if x.dim() == 4:
-            if layer.groups != 1:
-                raise ValueError(f"{type(self).__name__} supports conv layers with groups=1")
-            c = conv_patches(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-        else:
-            c = x
-        w = layer.weight.flatten(1)
-        return self.update(c, w).view_as(layer.weight), None
 
 
 class SoftHebbRule(PatchRule):
-    """SoftHebb (seed 003, eq. 1-2): y = softmax(u / tau); dw_k = eta_k * mean_p y_k (x - u_k w_k).
+    """SoftHebb (*Hebbian deep learning without feedback*, eq. 1-2): y = softmax(u / tau);
+    dw_k = eta_k * mean_p y_k (x - u_k w_k).
 
     Soft anti-Hebbian: the update is negated for every neuron but the most active one (per patch).
     Per-neuron adaptive rate eta_k = (r_k - 1)^q, r_k = |w_k|: it vanishes as the weights reach
@@ -204,7 +172,7 @@ class SoftHebbRule(PatchRule):
     def adaptive_rate(self, w: torch.Tensor) -> torch.Tensor:
         return (w.norm(dim=1) - 1).abs().pow(self.q)
 
-    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         u = c @ w.T  # [P, K]
         y = torch.softmax(u / self.temperature, dim=1)
         if self.anti_hebbian:
@@ -219,12 +187,13 @@ class SoftHebbRule(PatchRule):
 
 
 class SWTARule(PatchRule):
-    """Soft winner-take-all, FastHebb form (seed 001, SWTA-FH)."""
+    """Soft winner-take-all, FastHebb form (*Scalable bio-inspired training of deep neural networks
+    with FastHebb*, SWTA-FH)."""
 
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = temperature
 
-    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return swta_fast(c, w, 1.0, self.temperature)
 
     def __repr__(self) -> str:
@@ -232,36 +201,41 @@ class SWTARule(PatchRule):
 
 
 class HPCARule(PatchRule):
-    """Hebbian PCA, FastHebb form (seed 001, HPCA-FH)."""
+    """Hebbian PCA, FastHebb form (*Scalable bio-inspired training of deep neural networks with
+    FastHebb*, HPCA-FH)."""
 
-    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return hpca_fast(c, w, 1.0)
 
     def __repr__(self) -> str:
         return "HPCARule()"
 
 
-class WTARule(PatchRule):
-    """Hard winner-take-all Hebbian rule (seed 002): dw_k = y_k (x - w_k), y the one-hot winner;
-    conv updates are aggregated over patches by averaging."""
+def winner_update(c: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dw_k = mean_p y_pk (c_p - w_k): each neuron moves towards the patches it is active on (y one-hot)."""
+    return (y.T @ c - y.sum(0)[:, None] * w) / c.shape[0]
 
-    def update(self, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        y = F.one_hot((c @ w.T).argmax(1), w.shape[0]).to(c.dtype)
-        return (y.T @ c - y.sum(0)[:, None] * w) / c.shape[0]
+
+class WTARule(PatchRule):
+    """Hard winner-take-all Hebbian rule (*Hebbian learning algorithms for training convolutional
+    neural networks*): dw_k = y_k (x - w_k), y the one-hot winner; conv updates are averaged over
+    patches."""
+
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        return winner_update(c, w, F.one_hot((c @ w.T).argmax(1), w.shape[0]).to(c.dtype))
 
     def __repr__(self) -> str:
         return "WTARule()"
 
 
-class TeacherRule(Rule):
-    """Supervised Hebbian classifier with a teacher neuron (seed 002): the teacher makes the
-    labelled class's neuron the active one, which moves towards its input, dw_t = x - w_t
-    (averaged over the batch); the other output neurons do not change."""
+class TeacherRule(PatchRule):
+    """Supervised Hebbian classifier with a teacher neuron (*Hebbian learning algorithms for training
+    convolutional neural networks*): the teacher makes the labelled class's neuron the active one,
+    which moves towards its input, dw_t = x - w_t (averaged over the batch); the other output neurons
+    do not change."""
 
-    def direction(self, layer: "HebbLayer", x: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> Direction:
-        w = layer.weight
-        y = F.one_hot(target, w.shape[0]).to(x.dtype)
-        return (y.T @ x - y.sum(0)[:, None] * w) / x.shape[0], None
+    def update(self, c: torch.Tensor, w: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        return winner_update(c, w, F.one_hot(target, w.shape[0]).to(c.dtype))
 
     def __repr__(self) -> str:
         return "TeacherRule()"

@@ -90,10 +90,10 @@ def test_softhebb_update_equals_eq2_on_a_hand_checked_case():
     u = torch.tensor([2.0, 1.0], dtype=torch.float64)  # w_k . x
     y = torch.exp(u) / torch.exp(u).sum()
     expected = torch.stack([y[k] * (x[0] - u[k] * layer.weight[k]) for k in range(2)])  # eq. 2 with eta = 1
-    d_w, _ = layer.rule.direction(layer, x, None, None)
+    d_w, _ = layer.direction(x, None, None)
     assert torch.allclose(d_w, expected)
     layer.rule.anti_hebbian = True  # the winner (neuron 0) keeps its update, the other is negated
-    d_w, _ = layer.rule.direction(layer, x, None, None)
+    d_w, _ = layer.direction(x, None, None)
     assert torch.allclose(d_w, expected * torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
 
 
@@ -118,7 +118,7 @@ def test_patch_rules_on_a_conv_layer_use_its_receptive_fields(rule_name):
     torch.manual_seed(5)
     layer = HebbConv2d(3, 4, 3, stride=2, padding=1, rule=getattr(rules, rule_name)(), post=None).double()
     x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
-    d_w, _ = layer.rule.direction(layer, x, None, None)
+    d_w, _ = layer.direction(x, None, None)
     c = conv_patches_reference(x, 3, stride=2, padding=1)
     assert torch.allclose(d_w.flatten(1), layer.rule.update(c, layer.weight.flatten(1)))
 
@@ -134,7 +134,7 @@ def test_wta_and_teacher_rules_on_a_hand_checked_case():
     layer = HebbLinear(2, 3, None, rule=TeacherRule(), post=None).double()
     with torch.no_grad():
         layer.weight.copy_(w)
-    d_w, _ = layer.rule.direction(layer, c, None, torch.tensor([2, 2]))  # the teacher picks class 2 twice
+    d_w, _ = layer.direction(c, None, torch.tensor([2, 2]))  # the teacher picks class 2 twice
     assert torch.allclose(d_w, torch.stack([torch.zeros(2), torch.zeros(2), (c - w[2]).sum(0) / 2]).double())
 
 

@@ -47,7 +47,7 @@ def test_step_matches_reference_implementation_in_float64(frozen, blocks, beta, 
         # From the second frozen step on, M is held as factors (beta = 0: W_eff is one GEMM into W), or
         # the buffer holds C * M (beta > 0: W_eff is a plain add).
         learner.step(batch(seed=7)[0].double(), batch(seed=7)[1])
-        assert all((l._factors is not None) == (beta == 0) and (l._folded is not None) == (beta != 0) for l in learner.layers)
+        assert all(l.held == ("factors" if beta == 0 else "folded") for l in learner.layers)
     layers = learner.layers
     before = copy.deepcopy(model)
     opt_state = None if frozen else copy.deepcopy(learner.optimizer.state_dict())
@@ -137,8 +137,11 @@ def test_frozen_step_builds_no_graph_and_keeps_c():
 
 
 def test_frozen_step_with_bias_and_conv_equals_the_pure_functions():
-    """The in-place frozen step (apply_pending_, GEMM into M) against the pure-function step that
-    update.onnx is built from, in float64: conv with clipping and bias, linear with L2 and bias."""
+    """The in-place frozen step (apply_pending_, GEMM into M) against the reference functions that
+    update.onnx is built from (hebbedge.plasticity), in float64: conv with clipping and bias, linear
+    with L2 and bias."""
+    from hebbedge import plasticity
+
     torch.manual_seed(0)
     model = nn.Sequential(HebbConv2d(2, 4, 3, padding=1, eta=0.1, bias=True), nn.Flatten(),
                           HebbLinear(4 * 25, 6, "tanh", eta=0.05, bias=True), HebbLinear(6, 3, None, eta=0.05)).double()
@@ -154,24 +157,27 @@ def test_frozen_step_with_bias_and_conv_equals_the_pure_functions():
         if not isinstance(layer, (HebbConv2d, HebbLinear)):
             h = layer(h)
             continue
-        w, b = layer.effective_weight()
+        w, b = layer.pending(layer.weight, layer.momentum), layer.pending_bias()
         y = layer.respond(h, w, b)
-        d_w, d_b = layer.rule.direction(layer, h, y, t)
+        layer.weight.copy_(plasticity.commit(w))  # (the rules see the committed W)
+        d_w, d_b = layer.direction(h, y, t)
         assert torch.allclose(new.weight, w, atol=1e-12)
-        assert torch.allclose(new.momentum, layer.beta * layer.momentum + d_w, atol=1e-12)
+        assert torch.allclose(new.momentum, plasticity.momentum_update(layer.momentum, d_w, layer.beta), atol=1e-12)
         if b is not None:
             assert torch.allclose(new.bias, b, atol=1e-12)
-            assert torch.allclose(new.bias_momentum, layer.beta * layer.bias_momentum + d_b, atol=1e-12)
+            assert torch.allclose(new.bias_momentum, plasticity.momentum_update(layer.bias_momentum, d_b, layer.beta), atol=1e-12)
         h = y
 
 
-def test_gemm_accumulate_drops_an_overflowing_direction():
+def test_gemm_momentum_update_drops_an_overflowing_direction():
+    from hebbedge.layers import GradDirection
+
     layer = HebbLinear(4, 3, "tanh", eta=0.1)
     layer.momentum.fill_(0.5)
     x, g_u = torch.full((2, 4), 3e38), torch.full((2, 3), 10.0)  # finite factors, infinite product
-    assert not layer.accumulate_grad(x, g_u)
+    assert not layer.update_momentum_(GradDirection(x, g_u))
     assert torch.equal(layer.momentum, torch.full((3, 4), 0.5))
-    assert layer.accumulate_grad(x / 1e30, g_u)  # a finite product is taken
+    assert layer.update_momentum_(GradDirection(x / 1e30, g_u))  # a finite product is taken
     assert torch.allclose(layer.momentum, 0.9 * 0.5 - g_u.T @ (x / 1e30))
 
 
@@ -251,7 +257,7 @@ def test_thesis_architectures_build_and_twin_matches():
 def test_fused_l2_pending_linear_matches_generic_autograd(bias):
     """The C-training forward of HebbLinear (one autograd Function that never forms dL/dW_eff)
     against the same layer's generic path, values and gradients in float64, plus gradcheck."""
-    from hebbedge.layers import HebbLayer, _L2PendingLinear
+    from hebbedge.plasticity import L2PendingLinear
 
     torch.manual_seed(4)
     layer = HebbLinear(9, 6, "tanh", eta=0.3, bias=bias).double()
@@ -264,7 +270,10 @@ def test_fused_l2_pending_linear_matches_generic_autograd(bias):
     x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
     g = torch.randn(5, 6, dtype=torch.float64)
     results = []
-    for fused, op in ((True, layer.pending_op), (False, lambda xin: HebbLayer.pending_op(layer, xin))):
+    for fused in (True, False):
+        layer.fast = fused  # (fast False: the reference, plasticity.pending_weight under autograd)
+        assert layer.pending_form() == ("fused" if fused else "reference")
+        op = layer.pending_op
         layer.zero_grad()
         x.grad = None
         u, (w, b) = op(x)
@@ -273,10 +282,11 @@ def test_fused_l2_pending_linear_matches_generic_autograd(bias):
         results.append((u.detach(), w.detach(), x.grad.clone(), layer.c_pre.grad.clone(), layer.c_post.grad.clone()))
     for fused, generic in zip(*results):
         assert torch.allclose(fused, generic, rtol=1e-10, atol=1e-12)
-    # (the op reads C through the layer, so gradcheck perturbs the layer's own C in place)
     assert torch.autograd.gradcheck(
-        lambda xin, cp, cq: _L2PendingLinear.apply(xin, cp, cq, layer, torch.empty_like(layer.weight)),
-        (x.detach().clone().requires_grad_(), layer.c_post, layer.c_pre),
+        lambda xin, cp, cq: L2PendingLinear.apply(xin, cp, cq, layer.weight, layer.momentum, layer.eta,
+                                                  torch.empty_like(layer.weight), 12, 24),
+        (x.detach().clone().requires_grad_(), layer.c_post.detach().clone().requires_grad_(),
+         layer.c_pre.detach().clone().requires_grad_()),
     )
 
 
@@ -290,6 +300,30 @@ def test_random_features_control_never_changes_hidden_weights():
         learner.step(batch(seed=s)[0].view(8, 1, 3, 4), batch(seed=s)[1])
     assert all(torch.equal(a, l.weight) for a, l in zip(hidden, learner.layers[:-1]))
     assert not torch.equal(readout, learner.layers[-1].weight)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_random_features_flag_builds_the_control_as_eta_zero_did(frozen):
+    """plastic_hidden=False builds the random-features control: hidden W bit-exact through C training
+    and frozen steps, and every tensor as with the old control (hidden eta = 0)."""
+    def run(**kw) -> nn.Sequential:
+        model = tiny_linear(**kw)
+        if not kw:
+            for layer in [m for m in model if isinstance(m, HebbLinear)][:-1]:
+                layer.eta = 0.0
+        learner = HebbianLearner(model)
+        warm(learner)
+        if frozen:
+            learner.freeze_c()
+            warm(learner)
+        return model
+
+    start = [l.weight.clone() for l in tiny_linear() if isinstance(l, HebbLinear)]
+    flag, eta0 = run(plastic_hidden=False), run()
+    hidden = [l for l in flag if isinstance(l, HebbLinear)][:-1]
+    assert all(not l.plastic for l in hidden) and all(torch.equal(w, l.weight) for w, l in zip(start, hidden))
+    for (key, a), b in zip(flag.state_dict().items(), eta0.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def double_batch(seed: int):
@@ -312,11 +346,12 @@ def test_held_momentum_is_written_out_for_every_reader(beta):
             x, t = batch(seed=s)
             learner.step(xb.copy_(x), t)  # the same input buffer, overwritten for each batch
             if read_between:
-                [l.momentum for l in learner.layers]
+                for l in learner.layers:
+                    l.materialise_momentum_()
         return learner
 
     def held_form(learner: HebbianLearner) -> list[bool]:
-        return [(l._factors if beta == 0 else l._folded) is not None for l in learner.layers]
+        return [l.held == ("factors" if beta == 0 else "folded") for l in learner.layers]
 
     def same_state(a: HebbianLearner, b: HebbianLearner) -> None:
         for (key, u), v in zip(a.model.state_dict().items(), b.model.state_dict().values()):
@@ -327,15 +362,16 @@ def test_held_momentum_is_written_out_for_every_reader(beta):
     if beta == 0:
         assert all(l._buffers["momentum"].numel() == 0 for l in held.layers)  # the step holds W alone
     saved = held.model.state_dict()
-    assert not any(held_form(held))  # saving wrote M out
+    assert all(held_form(held))  # saving computes M and changes nothing
     same_state(held, written)
+    assert all(torch.allclose(l.momentum, w.momentum, atol=1e-12) for l, w in zip(held.layers, written.layers))
     held.step(*double_batch(5))
     assert all(held_form(held))
     held.model.load_state_dict(saved)  # loading replaces the held form along with the buffer
     assert not any(held_form(held)) and all(torch.equal(l.momentum, saved[f"{name}.momentum"])
                                             for name, l in held.model.named_modules() if isinstance(l, HebbLinear))
     held.step(*double_batch(5))
-    float_model = copy.deepcopy(held.model).float()  # converting writes M out first, then converts it
+    float_model = copy.deepcopy(held.model).float()  # converting converts the held form's tensors too
     for l, f in zip(held.layers, [m for m in float_model if isinstance(m, HebbLinear)]):
         assert f.momentum.dtype == torch.float32 and torch.allclose(f.momentum.double(), l.momentum, atol=1e-6)
     # C changed by hand while M is held, then C training at once (the step starts from the held form).
@@ -360,7 +396,7 @@ def test_held_momentum_is_written_out_for_every_reader(beta):
 
 
 def test_rules_handing_a_dense_direction_keep_m_itself():
-    """C * M is kept only for rules whose direction comes as factors (accumulate_grad); a rule that
+    """C * M is kept only for rules whose direction comes as factors (GradDirection); a rule that
     hands a dense D (here SoftHebb's) would have it written back at every step."""
     from hebbedge.rules import SoftHebbRule
 
@@ -368,13 +404,14 @@ def test_rules_handing_a_dense_direction_keep_m_itself():
     layer = HebbLinear(12, 6, None, rule=SoftHebbRule(), eta=0.05, beta=0.9, post=None)
     learner = HebbianLearner(nn.Sequential(layer))
     learner.freeze_c()
-    written_back = []
-    write = layer.write_momentum_
-    layer.write_momentum_ = lambda: (written_back.append(1), write())
+    folded = []
+    fold = layer.fold_momentum_
+    layer.fold_momentum_ = lambda: (folded.append(1), fold())
     for s in range(3):
         x, _ = batch(seed=s)
         learner.step(x, torch.zeros(8, dtype=torch.long))  # (SoftHebb ignores the labels)
-    assert not written_back and layer._folded is None and layer._factors is None
+        assert layer.held == "dense"
+    assert not folded
     assert torch.isfinite(layer.momentum).all() and layer.momentum.abs().sum() > 0
 
 
