@@ -318,12 +318,14 @@ def run_one_device(model_dir: Path, experiences: list[Shard], test: Shard, clien
     model = readout_model(model_dir)
     if from_scratch:
         model.state.update(empty_state(model))
+        model.refresh()
+    rounds = [{"round": 0, "accuracy": model.accuracy(*test), "seen": int(model.state["count"].sum())}]
     begun = time.perf_counter()
     x, y = union(experiences, clients)
     model.learn(x, y)
-    sent = max(a.nbytes + b.nbytes for a, b in shards(experiences, clients))
-    rounds = [{"round": 1, "accuracy": model.accuracy(*test), "seen": int(model.state["count"].sum()),
-               "bytes_sent_per_client": sent, "seconds": time.perf_counter() - begun}]
+    sent = max(a.nbytes + b.nbytes for a, b in shards(experiences, clients))  # each client's images and labels, once
+    rounds.append({"round": 1, "accuracy": model.accuracy(*test), "seen": int(model.state["count"].sum()),
+                   "bytes_sent_per_client": sent, "seconds": time.perf_counter() - begun})
     return FleetResult(rounds, {k: model.state[k] for k in READOUT_LEARNED})
 
 
@@ -395,3 +397,92 @@ def deployed_server_app() -> ServerApp:
         save_fleet(model_dir, result, Path(str(config["out"])))
 
     return app
+
+
+# The fleet report: runs of `hebbedge fleet` (each folder's fleet.json) side by side, as results/fleet/ holds them.
+#     python -m hebbedge.export.fleet results/fleet NAME=RUN_DIR ... [--target 0.9]
+
+METHODS = {"readout": "federated readout (exact merge)", "fedavg": "FedAvg, backprop", "centralised": "centralised backprop (joint)",
+           "one-device": "one device, readout (centralised)"}
+
+
+def summarise(rounds: list[dict], target: float) -> dict:
+    """One run's figures: final accuracy, the first round that reached `target` (None: never), the bytes each client
+    sent per round (the largest round; a centralised client sends its images once) and the seconds of its rounds."""
+    reached = [r["round"] for r in rounds[1:] if r["accuracy"] >= target]
+    return {"final_accuracy": rounds[-1]["accuracy"], "rounds": len(rounds) - 1,
+            "rounds_to_target": reached[0] if reached else None,
+            "bytes_sent_per_client_per_round": max(r.get("bytes_sent_per_client", 0) for r in rounds[1:]),
+            "accuracy_per_round": [r["accuracy"] for r in rounds], "seconds": rounds[-1].get("seconds")}
+
+
+def fleet_report(out: Path, runs: dict[str, tuple[str, int, list[dict]]], target: float = 0.9) -> dict:
+    """results/fleet/: NAME.json (each run's rounds), summary.json, accuracy.png. `runs`: name -> (method, clients, rounds)."""
+    summary = {"target_accuracy": target, "runs": {}}
+    for name, (method, clients, rounds) in runs.items():
+        save_json(out / f"{name}.json", rounds)
+        summary["runs"][name] = {"method": method, "clients": clients, **summarise(rounds, target)}
+    save_json(out / "summary.json", summary)
+    plot_rounds(summary, out / "accuracy.png")
+    return summary
+
+
+def plot_rounds(summary: dict, path: Path) -> Path:
+    """Class-incremental accuracy after each round, one line per run (a one-round run is a marker)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hebbedge.files import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k, (name, run) in enumerate(summary["runs"].items()):
+        acc = [100 * a for a in run["accuracy_per_round"]]
+        ax.plot(range(len(acc)), acc, marker="o", ms=3, color=f"C{k}", ls="-" if run["method"] != "one-device" else ":",
+                label=f"{name}: {METHODS[run['method']]}, {run['clients']} clients ({acc[-1]:.2f}%)")
+    ax.axhline(100 * summary["target_accuracy"], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="round (centralised: epochs)", ylabel="class-incremental accuracy (%)", ylim=(0, 100),
+           title="Split-MNIST, clients of 2 classes each")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return written
+
+
+def markdown_table(summary: dict) -> str:
+    """The rows docs/edge.md shows, from summary.json."""
+    target = 100 * summary["target_accuracy"]
+    lines = [f"| | clients | rounds | final accuracy (%) | first round ≥ {target:.0f}% | bytes sent per client per round | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for run in summary["runs"].values():
+        reached = run["rounds_to_target"] if run["rounds_to_target"] is not None else f"not in {run['rounds']}"
+        sent = f"{run['bytes_sent_per_client_per_round']:,}" + (" (images, once)" if run["method"] in ("centralised", "one-device") else "")
+        lines.append(f"| {METHODS[run['method']]} | {run['clients']} | {run['rounds']} | {100 * run['final_accuracy']:.2f} | "
+                     f"{reached} | {sent} | {run['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="The fleet report: fleet.json of `hebbedge fleet` runs side by side.")
+    parser.add_argument("out", type=Path, help="folder for NAME.json, summary.json, accuracy.png (results/fleet)")
+    parser.add_argument("runs", nargs="+", help="NAME=METHOD:CLIENTS:RUN_DIR, e.g. c5=readout:5:runs/fleet/c5")
+    parser.add_argument("--target", type=float, default=0.9, help="accuracy whose first round is reported")
+    args = parser.parse_args(argv)
+    runs = {}
+    for spec in args.runs:
+        name, _, rest = spec.partition("=")
+        method, clients, run_dir = rest.split(":", 2)
+        if method not in METHODS:
+            parser.error(f"{spec}: the method must be one of {', '.join(METHODS)}, got {method!r}")
+        runs[name] = (method, int(clients), json.loads((Path(run_dir) / "fleet.json").read_text()))
+    print(markdown_table(fleet_report(args.out, runs, args.target)))
+
+
+if __name__ == "__main__":
+    main()
