@@ -21,6 +21,10 @@ MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 PROTOCOLS = ("class-incremental", "task-aware")
 TABLES: dict[str, Callable[[], str]] = {}
+TRANSFER = {"split-mnist-from-fmnist": ("Split-MNIST ← Fashion-MNIST", "Split-MNIST ← FMNIST"),
+            "split-fmnist-from-mnist": ("Split-Fashion-MNIST ← MNIST", "Split-FMNIST ← MNIST")}
+LDA = {"random-lda": "`random-lda` (control: same block, never trained)",
+       "softhebb-lda": "`softhebb-lda` (block pre-trained by SoftHebb on the host)"}
 
 
 def table(function: Callable[[], str]) -> Callable[[], str]:
@@ -59,20 +63,18 @@ def final(run: dict, protocol: str = "class-incremental") -> float:
 
 @table
 def headline() -> str:
-    compare = load("compare-split-mnist/results.json")["summary"]
-    transfer = {s: load(f"transfer-{s}/results.json")["summary"] for s in ("split-mnist-from-fmnist", "split-fmnist-from-mnist")}
+    compare = load("compare-split-mnist/results.json")
     fp32 = [r for r in load("edge-check-softhebb-lda/check.json")["rows"] if r["precision"] == "fp32"]
     bench = load("bench-mnist-linear-4x500-20ep.json")["summary"]
     docs = "[docs/continual.md](docs/continual.md)"
-    rows = [[f"Hebbian learner, Split-MNIST (784-1000-1000, {load('compare-split-mnist/results.json')['seeds']} seeds)", p,
-             mean_std(compare["hebbian"][p]["final_avg_acc"]), mean_std(compare["random"][p]["final_avg_acc"]),
-             mean_std(compare["naive"][p]["final_avg_acc"]), docs] for p in PROTOCOLS]
-    for scenario, name in (("split-mnist-from-fmnist", "Split-MNIST"), ("split-fmnist-from-mnist", "Split-Fashion-MNIST")):
-        host = "Fashion-MNIST" if name == "Split-MNIST" else "MNIST"
-        s = transfer[scenario]
-        rows.append([f"LDA readout on SoftHebb features pre-trained on {host}, {name} (5 seeds)", "class-incremental",
-                     mean_std(s["softhebb-lda"]["class-incremental"]["final_avg_acc"]),
-                     mean_std(s["random-lda"]["class-incremental"]["final_avg_acc"]), "–", docs])
+    rows = [[f"Hebbian learner, Split-MNIST (784-1000-1000, {compare['seeds']} seeds)", p,
+             *(mean_std(compare["summary"][learner][p]["final_avg_acc"]) for learner in ("hebbian", "random", "naive")), docs]
+            for p in PROTOCOLS]
+    for scenario, (name, _) in TRANSFER.items():
+        transfer = load(f"transfer-{scenario}/results.json")
+        rows.append([f"LDA readout on SoftHebb features pre-trained on the host, {name} ({transfer['seeds']} seeds)",
+                     "class-incremental", *(mean_std(transfer["summary"][learner]["class-incremental"]["final_avg_acc"])
+                                            for learner in ("softhebb-lda", "random-lda")), "–", docs])
     rows.append([f"that readout learning Split-MNIST's experiences 3–5 on the device (seed 0; fp32 on {len(fp32)} runtimes)",
                  "class-incremental", " / ".join(sorted({pct(r["average"]) for r in fp32})), "–", "–", "[docs/edge.md](docs/edge.md)"])
     rows.append(["Hebbian learner, i.i.d. MNIST (4×500 tanh, 20 epochs, seed 0)", "i.i.d.", pct(bench["hebbian"]["test_acc"]),
@@ -83,16 +85,12 @@ def headline() -> str:
 # docs/continual.md
 
 
-def summary(path: str) -> str:
-    results = load(path)["summary"]
-    metrics = ("final_avg_acc", "forgetting", "bwt")
-    header = ["learner"] + [f"{p}: {m.replace('_', ' ')}" for p in PROTOCOLS for m in metrics]
-    return markdown(header, [[learner] + [mean_std(s[p][m]) for p in PROTOCOLS for m in metrics] for learner, s in results.items()])
-
-
 @table
 def compare_split_mnist() -> str:
-    return summary("compare-split-mnist/results.json")
+    metrics = ("final_avg_acc", "forgetting", "bwt")
+    header = ["learner"] + [f"{p}: {m.replace('_', ' ')}" for p in PROTOCOLS for m in metrics]
+    return markdown(header, [[learner] + [mean_std(s[p][m]) for p in PROTOCOLS for m in metrics]
+                             for learner, s in load("compare-split-mnist/results.json")["summary"].items()])
 
 
 @table
@@ -105,12 +103,6 @@ def readout_split_mnist() -> str:
             for learner, (run,) in runs.items()]
     return markdown(["learner (784-1000-1000 random tanh features, shrinkage 1e-4)", "class-incremental final avg acc",
                      "task-aware", "run time (train + 5 evaluations)"], rows)
-
-
-TRANSFER = {"split-mnist-from-fmnist": ("Split-MNIST ← Fashion-MNIST", "Split-MNIST ← FMNIST"),
-            "split-fmnist-from-mnist": ("Split-Fashion-MNIST ← MNIST", "Split-FMNIST ← MNIST")}
-LDA = {"random-lda": "`random-lda` (control: same block, never trained)",
-       "softhebb-lda": "`softhebb-lda` (block pre-trained by SoftHebb on the host)"}
 
 
 @table
@@ -169,11 +161,11 @@ def transfer_reruns() -> str:
     for suffix, change in RERUNS.items():
         for scenario, (name, _) in TRANSFER.items():
             results = load(f"transfer-{scenario}-{suffix}/results.json")
-            (control, learner), (cs, ls) = ((results["summary"][n]["class-incremental"] for n in LDA),
-                                            ([final(r) for r in results["runs"][n]] for n in LDA))
-            ahead = sum(b > a for a, b in zip(cs, ls))
+            control, learner = (results["summary"][n]["class-incremental"] for n in LDA)
+            pairs = list(zip(*(results["runs"][n] for n in LDA)))
+            ahead = sum(final(b) > final(a) for a, b in pairs)
             rows.append([change, name, mean_std(control["final_avg_acc"]), mean_std(learner["final_avg_acc"]),
-                         f"{100 * (learner['final_avg_acc'][0] - control['final_avg_acc'][0]):+.1f}", f"{ahead} of {len(cs)}",
+                         f"{100 * (learner['final_avg_acc'][0] - control['final_avg_acc'][0]):+.1f}", f"{ahead} of {len(pairs)}",
                          f"{100 * control['forgetting'][0]:.1f} / {100 * learner['forgetting'][0]:.1f}"])
     return markdown(["setting (5 seeds)", "scenario (stream ← host)", "control", "learner", "Δ", "learner ahead on seeds",
                      "forgetting: control / learner"], rows)
@@ -200,16 +192,20 @@ def bench(path: str, names: dict[str, str]) -> list[list[str]]:
     return [[name, f"{pct(load(path)['summary'][learner]['test_acc'])}%"] for learner, name in names.items()]
 
 
+def tuned(tuning: dict | None) -> str:
+    """The learning rate a backprop run chose, and the ones it tried."""
+    return f"{lr(tuning['lr'])} (of {', '.join(lr(float(x)) for x in tuning['val_acc_by_lr'])})" if tuning else ""
+
+
 @table
 def bench_linear() -> str:
     path = "bench-mnist-linear-4x500-20ep.json"
-    rows = bench(path, {"hebbian": "Hebbian (contrastive + Hebbian descent, C by AdamW)",
-                        "random": "random-features control (hidden weights never trained)",
-                        "adam": "backprop, Adam", "sgd": "backprop, SGD-momentum"})
-    for row, learner in zip(rows, ("hebbian", "random", "adam", "sgd")):
-        tuning = load(path)["runs"][learner].get("tuning")
-        tried = tuning and ", ".join(lr(float(x)) for x in tuning["val_acc_by_lr"])
-        row.append(f"{lr(tuning['lr'])} (of {tried})" if tuning else "(thesis settings)" if learner == "hebbian" else "")
+    names = {"hebbian": "Hebbian (contrastive + Hebbian descent, C by AdamW)",
+             "random": "random-features control (hidden weights never trained)",
+             "adam": "backprop, Adam", "sgd": "backprop, SGD-momentum"}
+    runs = load(path)["runs"]
+    rows = [row + [tuned(runs[learner].get("tuning"))] for row, learner in zip(bench(path, names), names)]
+    rows[0][-1] = "(thesis settings)"
     return markdown(["learner (4×500 tanh, batch 32, 20 epochs, CPU)", "test accuracy", "tuned lr"], rows)
 
 
