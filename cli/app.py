@@ -15,6 +15,9 @@ from typing import NoReturn, Optional
 warnings.filterwarnings("ignore", message="'click.utils.get_.*_stream' is deprecated", category=DeprecationWarning)
 import typer  # noqa: E402
 
+from hebbedge import registry  # noqa: E402  (the learners; no torch)
+from hebbedge.config import BackpropSection, HebbianSection, ModelSection  # noqa: E402  (the defaults, written once)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Continual learning and edge deployment with neuron-centric Hebbian plasticity.")
 edge_app = typer.Typer(no_args_is_help=True, help="The edge runtime: ONNX graphs + numpy on ONNX Runtime, OpenVINO, tract or onnx.reference; no PyTorch.")
@@ -75,20 +78,23 @@ def pick_device(device: str):
         fail(str(err))
 
 
-def make_config(scenario: str, **kw):
-    from hebbedge.train import TrainConfig
+def make_config(scenario: str, overrides: dict[str, dict] | None = None, **kw):
+    from hebbedge.config import TrainConfig
 
     widths = parse_list(kw.pop("widths"), "--widths", int)
     try:
-        return TrainConfig(dataset=scenario, widths=widths, **kw)
+        return TrainConfig(dataset=scenario, widths=widths, **kw).with_overrides(overrides)
     except ValueError as err:
         fail(str(err))
 
 
+_MODEL, _HEBBIAN, _BACKPROP = ModelSection(), HebbianSection(), BackpropSection()
+
+
 # Options shared by several commands.
-ARCH = typer.Option("linear", help="i.i.d.: linear (thesis 4x2000 tanh) or conv (SoftHebb conv stack + 2 FC).")
-WIDTHS = typer.Option("2000,2000,2000,2000", help="i.i.d.: hidden widths of the linear net.")
-WIDTH_FACTOR = typer.Option(4, help="i.i.d.: conv width factor (1, 2 or 4).")
+ARCH = typer.Option(_MODEL.arch, help="i.i.d.: linear (thesis 4x2000 tanh) or conv (SoftHebb conv stack + 2 FC).")
+WIDTHS = typer.Option(",".join(map(str, _MODEL.widths)), help="i.i.d.: hidden widths of the linear net.")
+WIDTH_FACTOR = typer.Option(_MODEL.width_factor, help="i.i.d.: conv width factor (1, 2 or 4).")
 BATCH = typer.Option(32, help="i.i.d.: batch size (thesis: 32). Streams take theirs from the config.")
 SEED = typer.Option(0, help="Seed for initialisation, split, class order and batch order.")
 DEVICE = typer.Option("auto", help="auto (CUDA when present), cpu or cuda.")
@@ -113,33 +119,33 @@ def scenarios() -> None:
 @app.command()
 def train(
     scenario: str = typer.Argument(..., help="An i.i.d. dataset (mnist, fashion-mnist) or a stream (see `hebbedge scenarios`)."),
-    learner: str = typer.Option("hebbian", help="i.i.d.: hebbian | random | adam | sgd. Streams: hebbian | random | softhebb | swta | hpca | wta | hybrid-bottom-hebb | hybrid-top-hebb | naive | ewc | si | lwf | replay | joint | slda | random-lda | softhebb-lda (transfer scenarios)."),
+    learner: str = typer.Option("hebbian", help=f"i.i.d.: {' | '.join(registry.names('iid'))}. Streams, by family: {registry.help_text('stream')}."),
     freeze_c_after: Optional[int] = typer.Option(None, help="Streams: freeze C after this experience (0-based); later ones learn backprop-free."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (i.i.d. default 1, thesis 100; streams: per experience, default from the config)."),
     arch: str = ARCH,
     widths: str = WIDTHS,
     width_factor: int = WIDTH_FACTOR,
-    activation: str = typer.Option("tanh", help="i.i.d.: tanh or relu."),
-    dropout: float = typer.Option(0.0, help="i.i.d.: dropout rate."),
+    activation: str = typer.Option(_MODEL.activation, help="i.i.d.: tanh or relu."),
+    dropout: float = typer.Option(_MODEL.dropout, help="i.i.d.: dropout rate."),
     batch_size: int = BATCH,
     val_size: int = typer.Option(5000, help="i.i.d.: training samples held out to pick the best epoch."),
     train_size: Optional[int] = TRAIN_SIZE,
     test_size: Optional[int] = typer.Option(None, help="Streams: evaluate on only this many test samples (quick runs)."),
     class_order: Optional[str] = CLASS_ORDER,
     seed: int = SEED,
-    eta: float = typer.Option(1e-3, help="i.i.d.: initial Hebbian rate eta of linear layers."),
-    eta_conv: float = typer.Option(1e-4, help="i.i.d.: initial Hebbian rate eta of conv layers."),
-    momentum: bool = typer.Option(True, help="i.i.d.: Hebbian momentum buffer (--no-momentum: M = D)."),
-    label_smoothing: float = typer.Option(0.0, help="i.i.d.: label smoothing alpha of the contrastive rule."),
-    c_lr: float = typer.Option(0.03, help="i.i.d.: AdamW learning rate on C."),
-    c_weight_decay: float = typer.Option(0.003, help="i.i.d.: AdamW weight decay on C."),
-    lr: float = typer.Option(1e-3, help="i.i.d.: backprop learning rate."),
+    eta: float = typer.Option(_HEBBIAN.eta, help="i.i.d.: initial Hebbian rate eta of linear layers."),
+    eta_conv: float = typer.Option(_HEBBIAN.eta_conv, help="i.i.d.: initial Hebbian rate eta of conv layers."),
+    momentum: bool = typer.Option(_HEBBIAN.momentum, help="i.i.d.: Hebbian momentum buffer (--no-momentum: M = D)."),
+    label_smoothing: float = typer.Option(_HEBBIAN.label_smoothing, help="i.i.d.: label smoothing alpha of the contrastive rule."),
+    c_lr: float = typer.Option(_HEBBIAN.lr, help="i.i.d.: AdamW learning rate on C."),
+    c_weight_decay: float = typer.Option(_HEBBIAN.weight_decay, help="i.i.d.: AdamW weight decay on C."),
+    lr: float = typer.Option(_BACKPROP.lr, help="i.i.d.: backprop learning rate."),
     device: str = DEVICE,
     data_dir: Optional[str] = DATA_DIR,
     out: Optional[Path] = typer.Option(None, help="Run directory (config, metrics, checkpoint, plots). Default runs/SCENARIO-LEARNER-seedN; for streams followed by every setting that differs from the default, e.g. runs/split-mnist-hebbian-seed0-freeze-c-after1."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out from its checkpoint (streams: per experience; i.i.d.: per epoch). Same options as the interrupted run."),
     experiences: Optional[int] = typer.Option(None, help="Streams: train only the first N experiences (evaluated on all)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Streams: SECTION.KEY=VALUE (TOML value) replacing a value of the stream's config, e.g. model.widths=[256]; repeatable."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE (TOML value) replacing a value of the run's config (hebbedge/config.py; streams: scenarios/configs/*.toml), e.g. model.widths=[256]; repeatable."),
     verbose: bool = typer.Option(False, help="Streams: also print Avalanche's per-epoch progress and every metric it computes."),
 ) -> None:
     """Train one learner on an i.i.d. dataset or a continual-learning stream and print its accuracy.
@@ -151,13 +157,14 @@ def train(
         fail(f"--epochs must be at least 1, got {epochs}")
     dev = pick_device(device)
     if scenario in IID_SCENARIOS:
-        if freeze_c_after is not None or class_order or experiences or set_ or verbose:
-            fail("--freeze-c-after, --class-order, --experiences, --set and --verbose apply to streams; an i.i.d. run is one training")
+        if freeze_c_after is not None or class_order or experiences or verbose:
+            fail("--freeze-c-after, --class-order, --experiences and --verbose apply to streams; an i.i.d. run is one training")
         train_iid(scenario, out or Path("runs") / f"{scenario}-{learner}-seed{seed}", dev, data_dir, resume,
                   learner=learner, arch=arch, widths=widths, width_factor=width_factor,
                   activation=activation, dropout=dropout, epochs=epochs or 1, batch_size=batch_size, val_size=val_size,
                   train_size=train_size, seed=seed, eta=eta, eta_conv=eta_conv, momentum=momentum,
-                  label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr)
+                  label_smoothing=label_smoothing, c_lr=c_lr, c_weight_decay=c_weight_decay, lr=lr,
+                  overrides=parse_overrides(set_ or []) or None)
     else:
         train_stream(scenario, out, dev, data_dir, resume, verbose, learner=learner, seed=seed, freeze_c_after=freeze_c_after,
                      epochs=epochs, train_size=train_size, test_size=test_size, experiences=experiences,
@@ -168,7 +175,7 @@ def train(
 def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
-    from hebbedge.train import run
+    from hebbedge.train import run, run_record
 
     def write(result: dict) -> None:
         # After every epoch too, so a long run shows its curve while it trains.
@@ -181,9 +188,11 @@ def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool,
     except (*data_errors(), FileExistsError) as err:
         fail(str(err))
     write(result)
+    if not (out / "config.json").exists():
+        save_json(out / "config.json", run_record(cfg, result))  # the record every run folder has
     typer.echo(f"{scenario} (i.i.d., {cfg.arch}, {cfg.learner}, {cfg.epochs} epoch(s), {result['device']}): "
                f"test accuracy {100 * result['test_acc']:.2f}%")
-    typer.echo(f"run directory: {out} (result.json, checkpoint.pt, learning_curve.png)")
+    typer.echo(f"run directory: {out} (config.json, result.json, checkpoint.pt, learning_curve.png)")
 
 
 def train_stream(scenario: str, out: Path | None, dev, data_dir: str | None, resume: bool, verbose: bool, **kw) -> None:
@@ -216,7 +225,8 @@ def train_stream(scenario: str, out: Path | None, dev, data_dir: str | None, res
 @app.command()
 def compare(
     scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
-    learners: str = typer.Option("hebbian,random,naive,ewc,si,lwf,replay,joint,slda", help="Comma-separated learners."),
+    learners: str = typer.Option(",".join(registry.names("stream", compare_default=True)),
+                                 help=f"Comma-separated learners (`hebbedge train --help` lists them): {', '.join(registry.names('stream'))}."),
     seeds: int = typer.Option(3, help="Seeds 0..N-1 for every learner."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per experience (default from the config)."),
     train_size: Optional[int] = TRAIN_SIZE,
@@ -290,7 +300,7 @@ def bench_accuracy(
     Every run is checkpointed after each epoch in OUT.state/ (removed when the benchmark finishes)."""
     import shutil
 
-    from hebbedge.bench import benchmark
+    from hebbedge.benchmarks.accuracy import benchmark
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
 
@@ -332,8 +342,8 @@ def bench_speed(
 
     from hebbedge.files import atomic_write, save_json
     from hebbedge.plots import plot_scaling
-    from hebbedge.speed import ARCHS, benchmark, markdown
-    from hebbedge.speed import compare as compare_runs
+    from hebbedge.benchmarks.speed import ARCHS, BATCHES, SCALING_MODES, WIDTHS, benchmark, markdown
+    from hebbedge.benchmarks.speed import compare as compare_runs
 
     chosen = parse_list(archs, "--archs", str)
     if not set(chosen) <= set(ARCHS):
@@ -368,7 +378,7 @@ def bench_speed(
     save_json(out / "speed.json", result)
     atomic_write(out / "speed.md", lambda tmp: Path(tmp).write_text(table))
     if scaling:
-        plot_scaling(result, out / "speed.png")
+        plot_scaling(result, out / "speed.png", BATCHES, WIDTHS, SCALING_MODES)
     typer.echo(f"written to {out}/speed.json, speed.md" + (", speed.png" if scaling else ""))
 
 
@@ -406,7 +416,7 @@ def export_cmd(
     for precision, v in manifest["variants"].items():
         typer.echo(f"  {precision}: accuracy {100 * v['accuracy']:.2f}% against fp32 {100 * v['fp32_accuracy']:.2f}% "
                    f"on {v['samples']} calibration samples")
-    if "learn" not in manifest["graphs"] and manifest["learner"] in ("hebbian", "random"):
+    if "learn" not in manifest["graphs"] and registry.LEARNERS[manifest["learner"]].has_c:
         typer.echo("no learn.onnx: C was not frozen in this run; pass --freeze-c to export the learning step anyway")
 
 
@@ -441,7 +451,7 @@ def bench_fasthebb(
     batch_size: int = typer.Option(32, help="Images per batch."),
     out: Path = typer.Option(Path("runs/fasthebb-bench.json"), help="JSON result file."),
 ) -> None:
-    """Epoch time of the per-patch SWTA/HPCA rules vs their FastHebb forms (seed 001's single-layer setting)."""
+    """Epoch time of the per-patch SWTA/HPCA rules vs their FastHebb forms (the single-layer setting of the FastHebb paper, Scalable bio-inspired training of Deep Neural Networks with FastHebb)."""
     from hebbedge.fasthebb import benchmark
     from hebbedge.files import save_json
 
@@ -469,7 +479,7 @@ def semisup(
     data_dir: Optional[str] = DATA_DIR,
     out: Path = typer.Option(Path("runs/semisup.json"), help="JSON result file."),
 ) -> None:
-    """Seed 001's semi-supervised protocol: Hebbian pre-training without labels, then a linear
+    """The semi-supervised protocol of Scalable bio-inspired training of Deep Neural Networks with FastHebb: Hebbian pre-training without labels, then a linear
     classifier on a labelled fraction; the same classifier on random features is the control."""
     import torch
 
@@ -504,7 +514,7 @@ def softhebb_cmd(
     data_dir: Optional[str] = DATA_DIR,
     out: Path = typer.Option(Path("runs/softhebb.json"), help="JSON result file."),
 ) -> None:
-    """Multilayer SoftHebb (seed 003): greedy unsupervised layers, then a linear head; random-weights control."""
+    """Multilayer SoftHebb (Hebbian Deep Learning Without Feedback): greedy unsupervised layers, then a linear head; random-weights control."""
     import torch
 
     from hebbedge.files import save_json

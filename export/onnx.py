@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from hebbedge.export.edge import FORMAT, STATE_FILE, sha256_file, write_state
 from hebbedge.export.graphs import OPSET, HebbianLearn, HebbianPredict, Predict, ReadoutLearn, ReadoutPredict, hebbian_layers, refresh_model
-from hebbedge.files import atomic_write, load_torch, read_json, save_json
+from hebbedge.files import atomic_write, save_json
 from hebbedge.readout import LDAReadout
 
 # Files an export may write; any of them that the new export does not write is removed (a stale variant
@@ -173,46 +173,13 @@ def dataset_mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Sequential, dict]:
-    """The trained model of a `hebbedge train` run directory, and what an export needs to know.
+    """The trained model of a `hebbedge train` run directory (``hebbedge.runfolder``), and what an export needs to know."""
+    from hebbedge.runfolder import load_trained
 
-    Stream runs hold config.json + model.pt; i.i.d. runs hold result.json + checkpoint.pt.
-    """
-    from hebbedge.continual import HEBBIAN_LEARNERS, READOUT_LEARNERS, UNSUPERVISED_LEARNERS, build_model, readout_model
-    from hebbedge.models import random_features_
-    from hebbedge.scenarios import SCENARIOS
-    from hebbedge.train import TrainConfig, build
-
-    run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists() and (run_dir / "model.pt").exists():
-        info = read_json(run_dir / "config.json", "the config.json of a `hebbedge train` stream run")
-        run, cfg = info["run"], info["config"]
-        if run["learner"] in UNSUPERVISED_LEARNERS + ("slda",):
-            raise ValueError(f"{run_dir}: exporting {run['learner']!r} runs is not supported yet; export works for "
-                             f"{', '.join(HEBBIAN_LEARNERS + READOUT_LEARNERS)} and the backprop baselines trained by gradients")
-        dataset = SCENARIOS[run["scenario"]].dataset
-        hebbian = run["learner"] in HEBBIAN_LEARNERS
-        section = cfg["hebbian"] if hebbian else cfg["backprop"]
-        in_shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
-        if run["learner"] in READOUT_LEARNERS:  # fixed features and the LDA readout's sums
-            model = nn.Sequential(*readout_model(cfg, in_shape, 10))
-        else:
-            model = build_model(cfg["model"], section if hebbian else None, in_shape, 10, section.get("dropout", 0.0))
-        model.load_state_dict(load_torch(run_dir / "model.pt", "the model.pt of a `hebbedge train` stream run"))
-        learner, frozen = run["learner"], run["freeze_c_after"] is not None
-    elif (run_dir / "result.json").exists() and (run_dir / "checkpoint.pt").exists():
-        cfg = TrainConfig(**read_json(run_dir / "result.json", "the result.json of a `hebbedge train` i.i.d. run")["config"])
-        dataset, in_shape, learner, frozen = cfg.dataset, (1, 28, 28), cfg.learner, False
-        hebbian = learner in HEBBIAN_LEARNERS
-        model, _ = build(cfg, in_shape, 10)
-        model.load_state_dict(load_torch(run_dir / "checkpoint.pt", "the checkpoint.pt of a `hebbedge train` i.i.d. run")["learner"]["model"])
-    else:
-        raise ValueError(f"{run_dir}: expected a run directory of `hebbedge train` "
-                         "(config.json + model.pt for a stream, result.json + checkpoint.pt for i.i.d.)")
-    if learner == "random":
-        random_features_(model)  # the control's hidden weights never learn, on the edge either
-    mean, std = dataset_mean_std(dataset)
-    return model, {"in_shape": in_shape, "mean": tuple(mean), "std": tuple(std), "classes": list(range(10)),
-                   "hebbian": hebbian, "frozen": frozen, "learner": learner, "dataset": dataset}
+    run = load_trained(run_dir)
+    mean, std = dataset_mean_std(run.dataset)
+    return run.model, {"in_shape": run.in_shape, "mean": tuple(mean), "std": tuple(std), "classes": run.classes,
+                       "hebbian": run.learner.has_c, "frozen": run.frozen, "learner": run.learner.name, "dataset": run.dataset}
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, freeze_c: bool = False, precisions: tuple[str, ...] = (),

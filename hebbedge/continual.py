@@ -1,7 +1,9 @@
 """One learner on one stream: build the strategy, train experience by experience, evaluate, save.
 
-Every learner is an Avalanche strategy on the same architecture: the Hebbian learner
-(``HebbianStrategy``), its random-features control, and Avalanche's own baselines.
+Every learner of the registry (hebbedge/registry.py) with a `strategy` is an Avalanche strategy
+(``STRATEGIES``) around the network hebbedge/nets.py builds from the stream's typed config
+(hebbedge/config.py): the Hebbian learner (``HebbianStrategy``), its random-features control, the
+unsupervised and hybrid learners, the LDA readouts and Avalanche's own baselines.
 After each experience the whole test stream is evaluated and a checkpoint is written atomically,
 so an interrupted run resumes where it stopped.
 
@@ -45,24 +47,12 @@ from avalanche.training.supervised.joint_training import JointTraining
 from tqdm import tqdm
 
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
-from hebbedge import data
+from hebbedge import data, registry
+from hebbedge.config import Config, overridden, with_overrides
 from hebbedge.files import BadFileError, atomic_write, load_torch, read_json, remove_temporaries, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
-from hebbedge.models import AdaptiveAvgPool, random_features_, softhebb_init_, thesis_conv, thesis_linear
-from hebbedge.readout import LDAReadout
-from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
-from hebbedge.semisup import unsupervised_epoch
-from hebbedge.softhebb import softhebb_block
+from hebbedge.nets import build_net, readout_features, unsupervised_epoch  # noqa: F401  (readout_features: tests, notebooks)
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy, ReadoutStrategy
-
-HEBBIAN_LEARNERS = ("hebbian", "random")
-UNSUPERVISED_LEARNERS = ("softhebb", "swta", "hpca", "wta")  # unsupervised hidden rules + a Hebbian readout
-HYBRID_LEARNERS = ("hybrid-bottom-hebb", "hybrid-top-hebb")  # Hebbian and backprop layers in one stack
-LDA_LEARNERS = ("slda", "random-lda")  # fixed random features + a streaming LDA readout (Avalanche's, this library's)
-PRETRAINED_LDA_LEARNERS = ("softhebb-lda",)  # features pre-trained on the scenario's host data, then the same readout
-READOUT_LEARNERS = ("random-lda",) + PRETRAINED_LDA_LEARNERS  # models of (features, LDAReadout): ``readout_model``
-BASELINES = ("naive", "ewc", "si", "lwf", "replay", "joint") + LDA_LEARNERS
-CL_LEARNERS = HEBBIAN_LEARNERS + UNSUPERVISED_LEARNERS + HYBRID_LEARNERS + BASELINES + PRETRAINED_LDA_LEARNERS
 
 
 @dataclass
@@ -84,8 +74,7 @@ class StreamRun:
         """Every setting is checked here, before anything is loaded or written."""
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
-        if self.learner not in CL_LEARNERS:
-            raise ValueError(f"unknown learner {self.learner!r}; valid: {', '.join(CL_LEARNERS)}")
+        entry = registry.get(self.learner, "stream")
         n_exp = SCENARIOS[self.scenario].n_experiences
         for option, value, least in (("--seed", self.seed, 0), ("--epochs", self.epochs, 1), ("--train-size", self.train_size, 1),
                                      ("--test-size", self.test_size, 1), ("--experiences", self.experiences, 1)):
@@ -94,51 +83,23 @@ class StreamRun:
         if self.experiences is not None and self.experiences > n_exp:
             raise ValueError(f"--experiences must be at most {n_exp} ({self.scenario} has {n_exp}), got {self.experiences}")
         if self.freeze_c_after is not None:
-            if self.learner not in HEBBIAN_LEARNERS:  # the others have no C to train
-                raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({', '.join(HEBBIAN_LEARNERS)}), not {self.learner!r}")
+            if not entry.has_c:  # the others have no C to train
+                hebbian = ", ".join(n for n in registry.names("stream") if registry.LEARNERS[n].has_c)
+                raise ValueError(f"--freeze-c-after applies to the Hebbian learners ({hebbian}), not {self.learner!r}")
             trained = self.experiences or n_exp
             if not 0 <= self.freeze_c_after < trained:  # any later, C would never be frozen
                 raise ValueError(f"--freeze-c-after must be an experience index 0..{trained - 1} (0-based, of the {trained} "
                                  f"trained), got {self.freeze_c_after}")
         cfg = run_config(self)  # the overrides name keys the config has, with values of the same type
-        if self.learner in PRETRAINED_LDA_LEARNERS and (SCENARIOS[self.scenario].pretrain is None or "readout" not in cfg):
+        if entry.pretrained and (SCENARIOS[self.scenario].pretrain is None or cfg.readout is None):
             transfer = [name for name, spec in SCENARIOS.items() if spec.pretrain]
             raise ValueError(f"{self.learner!r} pre-trains its features on host data before the stream: use a transfer "
                              f"scenario ({', '.join(transfer)}), not {self.scenario!r}")
 
 
-def _same_kind(old: object, new: object) -> bool:
-    """Whether an override `new` has the type of the config's value `old` (an integer is a fine float)."""
-    if isinstance(old, bool) or isinstance(new, bool):
-        return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, float):
-        return isinstance(new, (int, float))
-    if isinstance(old, list):
-        return isinstance(new, list) and (not old or all(_same_kind(old[0], v) for v in new))
-    if isinstance(old, dict):
-        return isinstance(new, dict) and all(k in old and _same_kind(old[k], v) for k, v in new.items())
-    return type(old) is type(new)
-
-
-def run_config(run: StreamRun) -> dict:
-    """The stream's config with the run's overrides; each names a key the config already has and
-    gives a value of that key's type. The stream's sizes must be positive integers."""
-    cfg = load_config(run.scenario)
-    for section, values in (run.overrides or {}).items():
-        for key, value in values.items():
-            if key not in cfg.get(section, {}):
-                known = ", ".join(f"{s}.{k}" for s, v in cfg.items() for k in v)
-                raise ValueError(f"{run.scenario}: no config key {section}.{key} to override; expected one of {known}")
-            if not _same_kind(cfg[section][key], value):
-                raise ValueError(f"--set {section}.{key}={json.dumps(value)}: expected a value like the config's "
-                                 f"{json.dumps(cfg[section][key])} ({type(cfg[section][key]).__name__})")
-            cfg[section][key] = value
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        value = cfg["stream"][key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            source = "--set" if key in (run.overrides or {}).get("stream", {}) else cfg.path
-            raise ValueError(f"{source}: stream.{key} must be a positive integer, got {value!r}")
-    return cfg
+def run_config(run: StreamRun) -> Config:
+    """The stream's config with the run's overrides (`--set`), each checked against the schema."""
+    return with_overrides(load_config(run.scenario), run.overrides)
 
 
 def settings(run: dict, cfg: dict) -> dict[str, object]:
@@ -163,14 +124,13 @@ def setting_parts(run: StreamRun) -> list[str]:
     base = load_config(run.scenario)
     parts = [f"{option}{value}" for option, value in (("freeze-c-after", run.freeze_c_after), ("train-size", run.train_size),
                                                       ("test-size", run.test_size)) if value is not None]
-    if run.epochs is not None and run.epochs != base["stream"]["epochs"]:
+    if run.epochs is not None and run.epochs != base.stream.epochs:
         parts.append(f"epochs{run.epochs}")
     if run.experiences is not None and run.experiences != SCENARIOS[run.scenario].n_experiences:
         parts.append(f"experiences{run.experiences}")
     if run.class_order is not None:
         parts.append("class-order" + ",".join(map(str, run.class_order)))
-    parts += [f"{section}.{key}={json.dumps(value, separators=(',', ':'))}" for section, values in (run.overrides or {}).items()
-              for key, value in values.items() if base[section][key] != value]
+    parts += [f"{section}.{key}={json.dumps(value, separators=(',', ':'))}" for section, key, value in overridden(base, run.overrides)]
     return [re.sub(r"[^A-Za-z0-9._,=+-]", "", part) for part in parts]  # nothing a shell or a path would misread
 
 
@@ -178,49 +138,6 @@ def default_run_dir(run: StreamRun) -> Path:
     """runs/SCENARIO-LEARNER-seedN, then every setting that differs from the default run's, so that
     two different runs never meet in one folder by default."""
     return Path("runs") / "-".join([f"{run.scenario}-{run.learner}-seed{run.seed}", *setting_parts(run)])
-
-
-def build_model(model_cfg: dict, hebbian: dict | None, in_shape: tuple[int, ...], n_classes: int, dropout: float,
-                stack: tuple[bool, ...] | None = None) -> nn.Sequential:
-    """The config's architecture, Hebbian when `hebbian` holds the learner's settings (a linear
-    hybrid names which layers are Hebbian in `stack`)."""
-    common = dict(n_classes=n_classes, activation=model_cfg.get("activation", "tanh"), dropout=dropout,
-                  hebbian=stack if stack is not None else hebbian is not None)
-    if hebbian is not None:
-        common.update(beta=hebbian["beta"] if hebbian.get("momentum", True) else 0.0, label_smoothing=hebbian.get("label_smoothing", 0.0))
-    if model_cfg["arch"] == "conv":
-        if stack is not None:
-            raise ValueError("hybrid stacks are built for the linear architecture; this stream's config uses conv")
-        etas = dict(eta_conv=hebbian.get("eta_conv", 1e-4), eta_linear=hebbian["eta"]) if hebbian else {}
-        return thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=model_cfg.get("width_factor", 1), **etas, **common)
-    etas = dict(eta=hebbian["eta"]) if hebbian else {}
-    return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model_cfg["widths"]), **etas, **common)
-
-
-def readout_features(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, int]:
-    """The feature network under an LDA readout, and its number of features: the config's [readout]
-    network (one SoftHebb conv block, average-pooled to pool x pool per channel) or, without that
-    section, the hidden layers of [model]. Built with random weights."""
-    r = cfg.get("readout")
-    if r is None:
-        model = build_model(cfg["model"], None, in_shape, n_classes, 0.0)
-        return model[:-1], model[-1].in_features
-    if r.get("arch") != "conv":
-        raise ValueError(f"[readout] arch must be \"conv\" (a SoftHebb conv block), got {r.get('arch')!r}")
-    # No BatchNorm: the stream's inputs are already standardised, and a BatchNorm fitted to the host
-    # data would be the one part of the features the random control does not share.
-    block = softhebb_block(in_shape[0], r["channels"], r["kernel"], "max", r["inv_tau"], r["eta"], r["triangle"],
-                           r["radius"], batchnorm=False)
-    pool = block[1]  # the max-pool sets the feature map's size (the conv's padding keeps the image's)
-    pooled = (in_shape[1] + 2 * pool.padding - pool.kernel_size) // pool.stride + 1
-    return nn.Sequential(*block, AdaptiveAvgPool(pooled, r["pool"]), nn.Flatten()), r["channels"] * r["pool"] ** 2
-
-
-def readout_model(cfg: dict, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, LDAReadout]:
-    """The readout learners' features (random weights, see ``readout_features``) and their empty LDA readout."""
-    features, width = readout_features(cfg, in_shape, n_classes)
-    shrinkage = cfg.get("readout", {}).get("shrinkage", cfg["backprop"].get("slda_shrinkage", 1e-4))
-    return features, LDAReadout(width, n_classes, shrinkage)
 
 
 def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int) -> torch.Tensor:
@@ -232,96 +149,82 @@ def host_images(dataset: str, data_dir: str | None, size: int | None, seed: int)
     return x
 
 
-def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: dict, data_dir: str | None, progress: bool) -> None:
+def pretrain_features(features: nn.Sequential, run: StreamRun, cfg: Config, data_dir: str | None, progress: bool) -> None:
     """Label-free Hebbian learning of `features` on the scenario's host data (cut to `run.train_size`
     like the stream, for quick runs), before the stream; the features stay fixed afterwards, so the
     readout's statistics never go stale."""
     host = SCENARIOS[run.scenario].pretrain  # (StreamRun checked there is one)
-    r = cfg["readout"]
-    if r["pretrain_epochs"] == 0:  # (in-stream learning only, e.g. the warm-up: no host data)
+    epochs = cfg.readout.pretrain_epochs
+    if epochs == 0:  # (in-stream learning only, e.g. the warm-up: no host data)
         return
     x = host_images(host, data_dir, run.train_size, run.seed).to(next(features.buffers()).device)
     g = torch.Generator().manual_seed(run.seed)
-    for epoch in range(r["pretrain_epochs"]):
-        unsupervised_epoch(features, x, g, r["pretrain_batch_size"], desc=f"pre-train on {host} {epoch + 1}/{r['pretrain_epochs']}",
+    for epoch in range(epochs):
+        unsupervised_epoch(features, x, g, cfg.readout.pretrain_batch_size, desc=f"pre-train on {host} {epoch + 1}/{epochs}",
                            progress=progress)
     features.eval()
 
 
-def unsupervised_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, plugins: list, common: dict):
-    """softhebb / swta / hpca / wta: hidden layers learn by their unsupervised rule, the readout by
-    Hebbian descent (cross-entropy's own local rule) or, for wta, the teacher-neuron classifier
-    (seed 002); no backprop at all, C stays 1 (frozen)."""
-    u = cfg["unsupervised"]
-    rule = {"softhebb": lambda: SoftHebbRule(u["temperature"], u["q"]), "swta": lambda: SWTARule(u["temperature"]),
-            "hpca": HPCARule, "wta": WTARule}[run.learner]
-    model = build_model(cfg["model"], cfg["hebbian"], in_shape, n_classes, u.get("dropout", 0.0))
-    strategy = HebbianStrategy(model=model, plugins=plugins, **common)
+def _readout(run, entry, cfg, model, common, data_dir, pretrain, progress):
+    """random-lda / softhebb-lda: fixed features (softhebb-lda's pre-trained on the host data first,
+    unless `pretrain` is False: a resumed run) under this library's LDA readout."""
+    features, readout = model[0].eval(), model[1]
+    if entry.pretrained and pretrain:
+        pretrain_features(features, run, cfg, data_dir, progress)
+    r = cfg.readout if entry.pretrained else None  # random-lda is the floor: the same readout on never-trained features
+    return ReadoutStrategy(features=features, readout=readout, plastic_experiences=r.learn_experiences if r else 0,
+                           warmup=r.warmup if r else 0.0, **common)
+
+
+def _slda(run, entry, cfg, model, common, *_):
+    """Avalanche's per-sample streaming LDA, on the same fixed random features as random-lda."""
+    features, readout = model[0].eval(), model[1]
+    return StreamingLDA(slda_model=features, criterion=nn.CrossEntropyLoss(), input_size=readout.n_features,
+                        num_classes=readout.n_classes, shrinkage_param=readout.shrinkage, **common)
+
+
+def _hebbian(run, entry, cfg, model, common, *_):
+    """hebbian / random / hybrids: C by AdamW (a hybrid's backprop layers at sgd_lr), W by local rules."""
+    if run.freeze_c_after is not None:
+        common = {**common, "plugins": common["plugins"] + [FreezeCPlugin(run.freeze_c_after)]}
+    sgd_lr = cfg.hybrid.sgd_lr if entry.family == "hybrid" else None
+    return HebbianStrategy(model=model, c_lr=cfg.hebbian.lr, c_weight_decay=cfg.hebbian.weight_decay, sgd_lr=sgd_lr, **common)
+
+
+def _unsupervised(run, entry, cfg, model, common, *_):
+    """softhebb / swta / hpca / wta: the network (``nets.build_net``) learns by its local rules alone;
+    no backprop at all, C stays 1 (frozen)."""
+    strategy = HebbianStrategy(model=model, **common)
     strategy.freeze_c()
-    *hidden, readout = strategy.learner.layers
-    for layer in hidden:
-        layer.rule, layer.eta, layer.beta, layer.post = rule(), u["eta"][run.learner], 0.0, None
-        if run.learner == "softhebb":
-            softhebb_init_(layer.weight, u["radius"])
-    readout.eta = u["readout_eta"]
-    if run.learner == "wta":
-        readout.rule, readout.beta, readout.post = TeacherRule(), 0.0, None
     return strategy
 
 
-def make_strategy(run: StreamRun, cfg: dict, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list, evaluator,
-                  data_dir: str | None = None, pretrain: bool = True, progress: bool = False):
-    """The Avalanche strategy for `run.learner`, on the config's architecture. A learner that pre-trains
-    its features does so here, on the scenario's host data (unless `pretrain` is False: a resumed run)."""
-    stream = cfg["stream"]
-    common = dict(train_mb_size=stream["batch_size"], train_epochs=run.epochs or stream["epochs"],
-                  eval_mb_size=stream["eval_batch_size"], device=device, evaluator=evaluator)
-    b = cfg["backprop"]
-    if run.learner in LDA_LEARNERS + PRETRAINED_LDA_LEARNERS:
-        # Built first, so that at equal seeds the control and the pre-trained learner start from the same weights.
-        features, readout = readout_model(cfg, in_shape, n_classes)
-        features = features.to(device).eval()
-        if run.learner == "slda":  # Avalanche's per-sample streaming LDA, on the same fixed features
-            return StreamingLDA(slda_model=features, criterion=nn.CrossEntropyLoss(), input_size=readout.n_features,
-                                num_classes=n_classes, shrinkage_param=readout.shrinkage, plugins=plugins, **common)
-        if run.learner in PRETRAINED_LDA_LEARNERS and pretrain:
-            pretrain_features(features, run, cfg, data_dir, progress)
-        # random-lda is the floor: the same readout on never-trained features.
-        r = cfg["readout"] if run.learner in PRETRAINED_LDA_LEARNERS else {}
-        return ReadoutStrategy(features=features, readout=readout, plastic_experiences=r.get("learn_experiences", 0),
-                               warmup=r.get("warmup", 0.0), plugins=plugins, **common)
-    if run.learner in UNSUPERVISED_LEARNERS:
-        return unsupervised_strategy(run, cfg, in_shape, n_classes, plugins, common)
-    if run.learner in HYBRID_LEARNERS:
-        h, hybrid = cfg["hebbian"], cfg["hybrid"]
-        stack = tuple(hybrid[run.learner.removeprefix("hybrid-").replace("-", "_")])
-        model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0), stack=stack)
-        return HebbianStrategy(model=model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], sgd_lr=hybrid["sgd_lr"],
-                               plugins=plugins, **common)
-    if run.learner in HEBBIAN_LEARNERS:
-        h = cfg["hebbian"]
-        model = build_model(cfg["model"], h, in_shape, n_classes, h.get("dropout", 0.0))
-        if run.freeze_c_after is not None:
-            plugins = plugins + [FreezeCPlugin(run.freeze_c_after)]
-        strategy = HebbianStrategy(model=model, c_lr=h["lr"], c_weight_decay=h["weight_decay"], plugins=plugins, **common)
-        if run.learner == "random":
-            random_features_(model)
-        return strategy
-    model = build_model(cfg["model"], None, in_shape, n_classes, b.get("dropout", 0.0)).to(device)
-    criterion = nn.CrossEntropyLoss()
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b["optimizer"]](model.parameters(), lr=b["lr"])
-    args = dict(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **common)
-    if run.learner == "naive":
-        return Naive(**args)
-    if run.learner == "ewc":
-        return EWC(ewc_lambda=b["ewc_lambda"], **args)
-    if run.learner == "si":
-        return SynapticIntelligence(si_lambda=b["si_lambda"], **args)
-    if run.learner == "lwf":
-        return LwF(alpha=b["lwf_alpha"], temperature=b["lwf_temperature"], **args)
-    if run.learner == "replay":
-        return Replay(mem_size=b["replay_mem_size"], **args)
-    return JointTraining(**args)
+def _backprop(run, entry, cfg, model, common, *_):
+    """Avalanche's baselines, trained by backprop with the config's optimizer."""
+    b = cfg.backprop
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b.optimizer](model.parameters(), lr=b.lr)
+    args = dict(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
+    extra = {"naive": {}, "joint": {}, "ewc": dict(ewc_lambda=b.ewc_lambda), "si": dict(si_lambda=b.si_lambda),
+             "lwf": dict(alpha=b.lwf_alpha, temperature=b.lwf_temperature), "replay": dict(mem_size=b.replay_mem_size)}
+    kind = {"naive": Naive, "ewc": EWC, "si": SynapticIntelligence, "lwf": LwF, "replay": Replay, "joint": JointTraining}
+    return kind[entry.strategy](**args, **extra[entry.strategy])
+
+
+# registry.Learner.strategy -> the function that builds its Avalanche strategy around its network.
+STRATEGIES = {"readout": _readout, "slda": _slda, "hebbian": _hebbian, "hybrid": _hebbian, "unsupervised": _unsupervised,
+              **{name: _backprop for name in ("naive", "ewc", "si", "lwf", "replay", "joint")}}
+
+
+def make_strategy(run: StreamRun, cfg: Config, in_shape: tuple[int, ...], n_classes: int, device: torch.device, plugins: list,
+                  evaluator, data_dir: str | None = None, pretrain: bool = True, progress: bool = False):
+    """The Avalanche strategy for `run.learner` (``STRATEGIES``, by its registry entry), around the
+    network ``nets.build_net`` builds from the config. A learner that pre-trains its features does
+    so here, on the scenario's host data (unless `pretrain` is False: a resumed run)."""
+    entry = registry.get(run.learner, "stream")
+    common = dict(train_mb_size=cfg.stream.batch_size, train_epochs=run.epochs or cfg.stream.epochs,
+                  eval_mb_size=cfg.stream.eval_batch_size, device=device, evaluator=evaluator, plugins=plugins)
+    model = build_net(entry, cfg, in_shape, n_classes, device)
+    return STRATEGIES[entry.strategy](run, entry, cfg, model, common, data_dir, pretrain, progress)
 
 
 def seed_everything(seed: int) -> None:
@@ -435,12 +338,12 @@ class ExperienceProgress(SupervisedPlugin):
         self.bar = None  # no open bar in the checkpoint that follows
 
 
-def data_files(run: StreamRun, cfg: dict, data_dir: str | None) -> list[Path]:
+def data_files(run: StreamRun, cfg: Config, data_dir: str | None) -> list[Path]:
     """The data files the run reads: its stream's, and the host data its features pre-train on."""
     spec = SCENARIOS[run.scenario]
     files = [f for train in (True, False)
              for f in (data.cifar10_files(train, data_dir) if spec.dataset == "cifar10" else data.split_files(spec.dataset, train, data_dir))]
-    if run.learner in PRETRAINED_LDA_LEARNERS and spec.pretrain and cfg.get("readout", {}).get("pretrain_epochs"):
+    if registry.LEARNERS[run.learner].pretrained and spec.pretrain and cfg.readout and cfg.readout.pretrain_epochs:
         files += data.split_files(spec.pretrain, True, data_dir)
     return files
 
@@ -448,7 +351,7 @@ def data_files(run: StreamRun, cfg: dict, data_dir: str | None) -> list[Path]:
 def run_record(run: StreamRun, device: torch.device, data_dir: str | None) -> dict:
     """What a run folder's config.json holds: the run's fields, its config, its data files' fingerprints."""
     cfg = run_config(run)
-    return {"run": asdict(run), "config": cfg, "data": data.fingerprint(data_files(run, cfg, data_dir)), "device": str(device)}
+    return {"run": asdict(run), "config": cfg.as_dict(), "data": data.fingerprint(data_files(run, cfg, data_dir)), "device": str(device)}
 
 
 class RunMismatchError(ValueError):
@@ -546,7 +449,7 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     out = Path(out_dir)
     ckpt, done = out / "checkpoint.pt", out / "metrics.json"
     record = run_record(run, device, data_dir)
-    cfg = record["config"]
+    cfg = run_config(run)
     if check_record(out, record) and done.exists():
         return read_metrics(done)  # finished: read back, never trained again
     if ckpt.is_symlink():  # the pickled strategy is read from the run's own folder only

@@ -104,18 +104,17 @@ def plot_final_accuracy(results: dict[str, list[dict]], path: str | Path) -> Pat
     return out
 
 
-def plot_scaling(result: dict, path: str | Path) -> Path:
-    """Step time and peak memory of the linear net against batch size and width, one line per mode."""
-    from hebbedge.speed import BATCHES, SCALING_MODES, WIDTHS
-
+def plot_scaling(result: dict, path: str | Path, batches: tuple[int, ...], widths: tuple[int, ...], modes: tuple[str, ...]) -> Path:
+    """Step time and peak memory of the linear net against batch size and width (the sweeps of
+    `hebbedge bench speed`, hebbedge/benchmarks/speed.py), one line per mode."""
     rows = [r for r in result["rows"] if r["arch"] == "linear"]
     quantities = [("ms", "step time (ms)")] + ([("peak_mb", "peak memory (MB)")] if "peak_mb" in rows[0] else [])
     devices = [env["device"] for env in result["environments"]]
     fig, axes = plt.subplots(len(quantities) * len(devices), 2, figsize=(9, 3.2 * len(quantities) * len(devices)), squeeze=False)
     for i, (device, (key, label)) in enumerate((d, q) for d in devices for q in quantities):
-        sweeps = (("batch", BATCHES, ("width", result["width"])), ("width", WIDTHS, ("batch", result["batch"])))
+        sweeps = (("batch", batches, ("width", result["width"])), ("width", widths, ("batch", result["batch"])))
         for ax, (name, sweep, fixed) in zip(axes[i], sweeps):
-            for mode in SCALING_MODES:
+            for mode in modes:
                 pts = sorted((r[name], r[key]) for r in rows if r["device"] == device and r["mode"] == mode
                              and r[fixed[0]] == fixed[1] and r[name] in sweep)
                 ax.plot(*zip(*pts), marker="o", ms=3, label=mode)

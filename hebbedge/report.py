@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hebbedge import registry
 from hebbedge.continual import StreamRun, check_record, run_record, run_stream, setting_parts
 from hebbedge.files import atomic_write, save_json
 from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves, plot_final_accuracy
@@ -66,10 +67,10 @@ def _cell(stat: tuple[float, float] | None) -> str:
 
 def markdown_table(table: dict, seeds: int) -> str:
     protocols = list(next(iter(table.values())))
-    header = "| learner | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS) + " |"
-    lines = [header, "|" + " --- |" * (1 + len(protocols) * len(METRICS))]
+    header = "| learner | family | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(protocols) * len(METRICS))]
     for learner, row in table.items():
-        lines.append(f"| {learner} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS) + " |")
+        lines.append(f"| {learner} | {registry.LEARNERS[learner].family} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS) + " |")
     lines.append(f"\nMean ± std over {seeds} seed(s), in percent. final avg acc: mean accuracy over all test experiences "
                  "after the last one; forgetting: accuracy right after training an experience minus the final one "
                  "(Avalanche's definition), averaged over all but the last; BWT = −forgetting. Joint trains once on "
@@ -80,7 +81,8 @@ def markdown_table(table: dict, seeds: int) -> str:
 def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> dict:
     table = aggregate(results)
     seeds = max(len(r) for r in results.values())
-    record = {"scenario": scenario, "seeds": seeds, "summary": table, "runs": results}
+    record = {"scenario": scenario, "seeds": seeds, "families": {learner: registry.LEARNERS[learner].family for learner in results},
+              "summary": table, "runs": results}
     save_json(out / "results.json", record)
     buf = io.StringIO()
     writer = csv.writer(buf)

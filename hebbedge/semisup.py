@@ -1,4 +1,4 @@
-"""The semi-supervised protocol of seed 001: Hebbian pre-training without labels, then a classifier
+"""The semi-supervised protocol of Scalable bio-inspired training of Deep Neural Networks with FastHebb: Hebbian pre-training without labels, then a classifier
 trained with labels on a fraction of the training set.
 
 1. The hidden layers learn by their unsupervised rule (SWTA, HPCA, SoftHebb or WTA) for
@@ -15,14 +15,10 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hebbedge.layers import HebbLayer
-from hebbedge.learner import HebbianLearner
-from hebbedge.models import softhebb_init_, thesis_linear
-from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, WTARule
-
-RULES = {"swta": SWTARule, "hpca": HPCARule, "softhebb": SoftHebbRule, "wta": WTARule}
+from hebbedge.models import thesis_linear
+from hebbedge.nets import RULES, unsupervised_epoch, unsupervised_rule_
 
 
 def features_net(rule: str, in_features: int, widths: tuple[int, ...], eta: float, radius: float = 3.0) -> nn.Sequential:
@@ -30,26 +26,8 @@ def features_net(rule: str, in_features: int, widths: tuple[int, ...], eta: floa
     model = thesis_linear(in_features=in_features, widths=widths, n_classes=1)[:-1]  # drop the readout
     for layer in model:
         if isinstance(layer, HebbLayer):
-            layer.rule, layer.eta, layer.beta, layer.post = RULES[rule](), eta, 0.0, None
-            if rule == "softhebb":
-                softhebb_init_(layer.weight, radius)
+            unsupervised_rule_(layer, rule, eta, radius)
     return model
-
-
-@torch.no_grad()
-def unsupervised_epoch(module: nn.Module, x: torch.Tensor, generator: torch.Generator, batch_size: int = 64,
-                       below: nn.Module | None = None, desc: str = "pretrain", progress: bool = True) -> None:
-    """One epoch of label-free Hebbian learning of `module` (fed through the fixed `below`, if any):
-    C frozen, so no backprop runs and no labels reach the rules."""
-    learner = HebbianLearner(module)
-    learner.freeze_c()
-    no_labels = torch.zeros(batch_size, dtype=torch.long)
-    order = torch.randperm(len(x), generator=generator)
-    for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        idx = order[i:i + batch_size]
-        module.train()
-        module(x[idx] if below is None else below(x[idx]))
-        learner.local_update(no_labels[:len(idx)])
 
 
 def pretrain(model: nn.Sequential, x: torch.Tensor, epochs: int, batch_size: int, seed: int, progress: bool) -> None:

@@ -1,4 +1,4 @@
-"""Multilayer SoftHebb (seed 003): its conv network, greedy layer-wise training, and a linear head.
+"""Multilayer SoftHebb (Hebbian Deep Learning Without Feedback): its conv network, greedy layer-wise training, and a linear head.
 
 Each layer is BatchNorm without trained affine parameters -> a HebbConv2d learning by
 `SoftHebbRule` (soft WTA with soft anti-Hebbian plasticity and the norm-dependent rate) -> pooling
@@ -14,10 +14,9 @@ import copy
 import torch
 import torch.nn as nn
 
-from hebbedge.layers import HebbConv2d, HebbLayer
-from hebbedge.models import MaxPool2d, softhebb_init_
-from hebbedge.rules import SoftHebbRule
-from hebbedge.semisup import embed, linear_probe, unsupervised_epoch
+from hebbedge.layers import HebbLayer
+from hebbedge.nets import Triangle, softhebb_block, unsupervised_epoch  # noqa: F401  (Triangle: part of the protocol's API)
+from hebbedge.semisup import embed, linear_probe
 
 # One row per layer of Table 4: (kernel, pooling). Pooling "max" is 4x4 stride 2, "avg" is 2x2 stride 2.
 ARCHITECTURES = {
@@ -36,30 +35,6 @@ def layer_widths(arch: str, width_factor: int) -> list[int]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown SoftHebb architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     return [FIRST_WIDTH[arch] * width_factor**k for k in range(len(ARCHITECTURES[arch]))]
-
-
-class Triangle(nn.Module):
-    """RePU of the input minus its mean over channels (seed 003, eq. 7): lateral inhibition."""
-
-    def __init__(self, power: float) -> None:
-        super().__init__()
-        self.power = power
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.relu(u - u.mean(dim=1, keepdim=True)).pow(self.power)
-
-    def extra_repr(self) -> str:
-        return f"power={self.power}"
-
-
-def softhebb_block(n_in: int, n_out: int, kernel: int, pool: str, inv_tau: float, eta: float, triangle: float,
-                   radius: float = 3.0, batchnorm: bool = True) -> nn.Sequential:
-    """BatchNorm without affine (optional) -> SoftHebb conv -> pooling -> Triangle: one layer of Table 4."""
-    conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
-                      rule=SoftHebbRule(temperature=1.0 / inv_tau))
-    softhebb_init_(conv.weight, radius)
-    pooling = MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
-    return nn.Sequential(*([nn.BatchNorm2d(n_in, affine=False)] if batchnorm else []), conv, pooling, Triangle(triangle))
 
 
 def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0, arch: str = "mnist-cifar") -> nn.Sequential:

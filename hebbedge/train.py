@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -15,55 +15,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from hebbedge import registry
 from hebbedge.backprop import BackpropLearner
+from hebbedge.config import TrainConfig
 from hebbedge.data import fingerprint, load_standardised, split_files
 from hebbedge.files import load_torch, save_checkpoint
 from hebbedge.learner import HebbianLearner
-from hebbedge.models import random_features_, thesis_conv, thesis_linear
-
-# hebbian: the learner; random: its random-features control (hidden weights never change, same
-# readout and rule); adam / sgd: the backprop twin.
-LEARNERS = ("hebbian", "random", "adam", "sgd")
-ARCHS = ("linear", "conv")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines one i.i.d. run. Defaults are the thesis' MNIST linear setting (6.1)."""
-
-    dataset: str = "mnist"
-    learner: str = "hebbian"  # one of LEARNERS
-    arch: str = "linear"
-    widths: tuple[int, ...] = (2000, 2000, 2000, 2000)
-    width_factor: int = 4
-    activation: str = "tanh"
-    dropout: float = 0.0
-    epochs: int = 100
-    batch_size: int = 32
-    val_size: int = 5000  # held out of the training set to pick the best epoch (thesis ch. 6)
-    train_size: int | None = None  # use only this many training samples (quick runs); None = all
-    seed: int = 0
-    # Hebbian learner
-    eta: float = 1e-3  # linear layers
-    eta_conv: float = 1e-4
-    momentum: bool = True
-    beta: float = 0.9
-    label_smoothing: float = 0.0
-    c_lr: float = 0.03
-    c_weight_decay: float = 0.003
-    # backprop twin
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.learner not in LEARNERS:
-            raise ValueError(f"unknown learner {self.learner!r}; expected one of {list(LEARNERS)}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {list(ARCHS)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
-        self.widths = tuple(self.widths)
+from hebbedge.nets import build_net
 
 
 def resolve_device(device: str) -> torch.device:
@@ -78,23 +36,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def build(cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int, device: torch.device | str = "cpu") -> tuple[nn.Module, HebbianLearner | BackpropLearner]:
-    """The model, on `device`, and the learner that trains it."""
-    hebbian = cfg.learner in ("hebbian", "random")
-    beta = cfg.beta if cfg.momentum else 0.0
-    common = dict(n_classes=n_classes, activation=cfg.activation, dropout=cfg.dropout, hebbian=hebbian,
-                  beta=beta, label_smoothing=cfg.label_smoothing)
-    if cfg.arch == "linear":
-        model = thesis_linear(in_features=in_shape[0] * in_shape[1] * in_shape[2], widths=cfg.widths, eta=cfg.eta, **common)
-    else:
-        model = thesis_conv(in_channels=in_shape[0], image_size=in_shape[1], width_factor=cfg.width_factor,
-                            eta_conv=cfg.eta_conv, eta_linear=cfg.eta, **common)
-    model.to(device)
-    if hebbian:
-        learner = HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
-        if cfg.learner == "random":
-            random_features_(model)
-        return model, learner
-    return model, BackpropLearner(model, cfg.learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The model, on `device` (``nets.build_net``, by the learner's registry entry), and the learner that trains it."""
+    entry = registry.get(cfg.learner, "iid")
+    model = build_net(entry, cfg.config(), in_shape, n_classes, device)
+    if entry.optimizer is None:
+        return model, HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
+    return model, BackpropLearner(model, entry.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()
@@ -200,6 +147,14 @@ def summary(cfg: TrainConfig, device: torch.device, history: list[dict], test_ac
         "test_acc": test_acc,
         "seconds": sum(h["seconds"] for h in history),  # training time over all epochs, across resumes
     }
+
+
+def run_record(cfg: TrainConfig, result: dict) -> dict:
+    """A finished i.i.d. run's config.json, in the stream runs' format (``continual.run_record``): the
+    run's own fields, its config in the shared schema's sections, the data files it read, the device."""
+    fields = {k: v for k, v in asdict(cfg).items() if k in ("learner", "seed", "val_size", "train_size")}
+    return {"run": {"scenario": cfg.dataset, **fields}, "config": cfg.config().as_dict(), "data": result.get("data"),
+            "device": result["device"]}
 
 
 def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, progress: bool = True,

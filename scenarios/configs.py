@@ -1,4 +1,5 @@
-"""Per-stream hyperparameters, one TOML file per stream in `configs/` (named like SCENARIOS)."""
+"""Per-stream hyperparameters, one TOML file per stream in `configs/` (named like SCENARIOS), read into
+the typed schema of hebbedge/config.py."""
 
 from __future__ import annotations
 
@@ -9,27 +10,15 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
+from hebbedge.config import Config, ConfigError, from_dict
 from hebbedge.files import BadFileError
 from hebbedge.scenarios.streams import SCENARIOS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigTable(dict):
-    """A config table (or the whole config) that names its file and the key when a key is missing,
-    instead of a bare KeyError deep inside the code that reads it."""
-
-    def __init__(self, values: dict, path: Path, section: str | None = None) -> None:
-        super().__init__(values)
-        self.path, self.section = path, section
-
-    def __missing__(self, key: str):
-        where = f"no key {key!r} in [{self.section}]" if self.section else f"no [{key}] section"
-        raise BadFileError(self.path, f"{where} (a stream config; see the others in {self.path.parent})")
-
-
-def load_config(name: str) -> dict:
-    """The parsed `configs/<name>.toml`: sections stream, model, hebbian, backprop (and optional ones).
+def _read(name: str) -> tuple[Path, dict]:
+    """The path of `configs/<name>.toml` and its parsed sections.
 
     A file with `base = "<stream>"` at its top starts from that stream's config; each of its own
     sections replaces keys of the base's section of the same name.
@@ -47,9 +36,20 @@ def load_config(name: str) -> dict:
     base = cfg.pop("base", None)
     if base is not None and base not in SCENARIOS:
         raise BadFileError(path, f"base = {base!r} names no stream; expected one of {', '.join(SCENARIOS)}")
-    merged = {} if base is None else load_config(base)
+    merged = {} if base is None else _read(base)[1]
     for section, values in cfg.items():
         if not isinstance(values, dict):
             raise BadFileError(path, f"{section} = {values!r}: expected a [{section}] table")
         merged[section] = {**merged.get(section, {}), **values}
-    return ConfigTable({s: ConfigTable(v, path, s) for s, v in merged.items()}, path)
+    return path, merged
+
+
+def load_config(name: str) -> Config:
+    """The typed `configs/<name>.toml`: sections stream, model, hebbian, backprop, unsupervised,
+    hybrid (and readout for the transfer streams); BadFileError naming the file and the key when a
+    section or key is unknown or a value has the wrong type."""
+    path, merged = _read(name)
+    try:
+        return from_dict(merged, path)
+    except ConfigError as err:
+        raise BadFileError(path, str(err).removeprefix(f"{path}: ")) from None

@@ -1,4 +1,4 @@
-"""Avalanche 0.6 benchmarks for the continual-learning streams (DESIGN.md §4).
+"""Avalanche 0.6 benchmarks for the continual-learning streams (docs/continual.md).
 
 The images come from hebbedge's own resolver (`hebbedge.data`), never from Avalanche's or
 torchvision's downloaders, so every stream builds offline wherever the data is on the search path.

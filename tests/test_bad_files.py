@@ -51,13 +51,21 @@ def test_a_damaged_stream_config_is_a_one_line_error_naming_it(config_dir):
             assert "stream." in str(err) and "\n" not in str(err), (how, err)
 
 
-def test_a_missing_config_key_names_the_file_and_the_key(config_dir):
+def test_a_config_key_the_schema_lacks_names_the_file_and_the_key(config_dir):
     path = config_dir / "split-mnist.toml"
-    path.write_text(path.read_text().replace("eval_batch_size = 1000\n", ""))
-    with pytest.raises(BadFileError, match=f"^{path}: no key 'eval_batch_size' in \\[stream\\]"):
-        configs.load_config("split-mnist")["stream"]["eval_batch_size"]
-    with pytest.raises(BadFileError, match=f"^{path}: no \\[readout\\] section"):
-        configs.load_config("split-mnist")["readout"]
+    good = path.read_text()
+    path.write_text(good.replace("eval_batch_size = 1000\n", ""))  # a key left out has the schema's default
+    assert configs.load_config("split-mnist").stream.eval_batch_size == 1000 and configs.load_config("split-mnist").readout is None
+    path.write_text(good.replace("eval_batch_size = 1000\n", "eval_batch = 1000\n"))
+    with pytest.raises(BadFileError, match=f"^{path}: unknown key stream.eval_batch; \\[stream\\] has n_experiences"):
+        configs.load_config("split-mnist")
+    path.write_text(good.replace("eval_batch_size = 1000\n", "eval_batch_size = 1e3\n"))
+    with pytest.raises(BadFileError, match=f"^{path}: stream.eval_batch_size: expected int, got 1000.0"):
+        configs.load_config("split-mnist")
+    path.write_text(good.replace("[hybrid]", "[hybird]"))
+    with pytest.raises(BadFileError, match=f"^{path}: unknown section \\[hybird\\]"):
+        configs.load_config("split-mnist")
+    path.write_text(good)
     (config_dir / "split-mnist-from-fmnist.toml").write_text('base = "nope"\n')
     with pytest.raises(BadFileError, match="split-mnist-from-fmnist.toml: base = 'nope' names no stream"):
         configs.load_config("split-mnist-from-fmnist")

@@ -167,6 +167,6 @@ def test_compare_set_overrides_a_config_value_and_rejects_unknown_keys(tmp_path)
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "c" / "random-lda" / "seed0" / "config.json").read_text())
     assert config["config"]["model"]["widths"] == [64] and config["run"]["overrides"] == {"model": {"widths": [64]}}
-    for bad, message in (("model.widths", "SECTION.KEY=VALUE"), ("model.depth=3", "no config key model.depth")):
+    for bad, message in (("model.widths", "SECTION.KEY=VALUE"), ("model.depth=3", "unknown key model.depth")):
         result = runner.invoke(app, args[:-1] + [str(tmp_path / "d"), "--set", bad])
         assert result.exit_code == 2 and message in result.output, result.output

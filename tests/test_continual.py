@@ -195,7 +195,7 @@ def test_hybrid_stacks_learn_by_both_rules(tmp_path, learner):
     assert results["protocols"]["task-aware"]["matrix"][1][1] > 0.6
     # Both kinds of layer are in the stack the config names, and both learn.
     cfg = load_config("split-mnist")
-    stack = cfg["hybrid"][learner.removeprefix("hybrid-").replace("-", "_")]
+    stack = list(getattr(cfg.hybrid, learner.removeprefix("hybrid-").replace("-", "_")))
     strategy = make_strategy(run, cfg, (1, 28, 28), 10, torch.device("cpu"), [], EvaluationPlugin(loggers=[]))
     layers = [m for m in strategy.model if isinstance(m, (HebbLayer, torch.nn.Linear))]
     assert [isinstance(m, HebbLayer) for m in layers] == stack

@@ -145,7 +145,7 @@ def test_a_data_dir_without_data_is_an_error_not_a_fallback(tmp_path, make, mess
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("bad, message", [('stream.batch_size="big"', "expected a value like the config's 64"),
+@pytest.mark.parametrize("bad, message", [('stream.batch_size="big"', "stream.batch_size: expected int, got \"big\""),
                                           ("stream.batch_size=0", "stream.batch_size must be a positive integer"),
                                           ('model.widths=["a"]', "model.widths"), ("hebbian.momentum=1", "hebbian.momentum")])
 def test_compare_set_of_a_wrong_value_is_refused_before_any_folder(tmp_path, bad, message):

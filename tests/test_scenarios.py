@@ -8,11 +8,14 @@ import pickle
 import struct
 
 import numpy as np
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from hebbedge import data
+from hebbedge.config import ConfigError, StreamSection, from_dict, with_overrides
 from hebbedge.scenarios import SCENARIOS, ScenarioSpec, load_config, make_stream
 
 N_TRAIN, N_TEST = 600, 300
@@ -276,28 +279,36 @@ def test_missing_cifar10(isolated):
 def test_load_config(name):
     cfg = load_config(name)
     transfer = SCENARIOS[name].pretrain is not None
-    assert set(cfg) == {"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"} | ({"readout"} if transfer else set())
-    assert {"eta", "readout_eta", "temperature", "q", "radius"} <= set(cfg["unsupervised"])
-    assert cfg["stream"] == {"n_experiences": SCENARIOS[name].n_experiences, "epochs": 1,
-                             "batch_size": 64, "eval_batch_size": 1000}
-    assert cfg["model"]["arch"] == ("conv" if name == "split-cifar10" else "linear")
-    assert {"activation", "dropout"} <= set(cfg["model"])
-    assert {"widths"} <= set(cfg["model"]) or cfg["model"]["width_factor"] == 1
-    assert {"optimizer", "lr", "weight_decay", "dropout", "eta", "momentum", "beta",
-            "label_smoothing"} <= set(cfg["hebbian"])
-    assert {"optimizer", "lr", "dropout", "ewc_lambda", "si_lambda", "lwf_alpha", "lwf_temperature",
-            "replay_mem_size"} <= set(cfg["backprop"])
+    assert set(cfg.as_dict()) == {"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"} | ({"readout"} if transfer else set())
+    assert set(cfg.unsupervised.eta) == {"softhebb", "swta", "hpca", "wta"}
+    assert cfg.stream == StreamSection(n_experiences=SCENARIOS[name].n_experiences, epochs=1, batch_size=64, eval_batch_size=1000)
+    assert cfg.model.arch == ("conv" if name == "split-cifar10" else "linear")
     if name != "split-cifar10":
-        assert cfg["model"]["widths"] == [1000, 1000] and cfg["model"]["activation"] == "tanh"
-        assert (cfg["hebbian"]["optimizer"], cfg["hebbian"]["lr"], cfg["hebbian"]["weight_decay"],
-                cfg["hebbian"]["dropout"], cfg["hebbian"]["eta"]) == ("adamw", 0.01, 0.003, 0.3, 1e-4)
-        assert (cfg["backprop"]["optimizer"], cfg["backprop"]["lr"],
-                cfg["backprop"]["dropout"]) == ("adam", 1e-4, 0.1)
+        assert cfg.model.widths == (1000, 1000) and cfg.model.activation == "tanh"
+        h = cfg.hebbian
+        assert (h.optimizer, h.lr, h.weight_decay, h.dropout, h.eta) == ("adamw", 0.01, 0.003, 0.3, 1e-4)
+        assert (cfg.backprop.optimizer, cfg.backprop.lr, cfg.backprop.dropout) == ("adam", 1e-4, 0.1)
+    else:
+        assert cfg.model.width_factor == 1
 
 
 def test_a_transfer_config_is_its_base_stream_config_plus_a_readout_section():
     for name, base in (("split-mnist-from-fmnist", "split-mnist"), ("split-fmnist-from-mnist", "split-fashion-mnist")):
         cfg = load_config(name)
-        readout = cfg.pop("readout")
-        assert cfg == load_config(base) and SCENARIOS[name].dataset == SCENARIOS[base].dataset
-        assert readout["arch"] == "conv" and readout["channels"] > 0
+        assert replace(cfg, readout=None) == load_config(base) and SCENARIOS[name].dataset == SCENARIOS[base].dataset
+        assert cfg.readout.arch == "conv" and cfg.readout.channels > 0
+
+
+def test_a_config_is_checked_against_the_schema():
+    cfg = load_config("split-mnist")
+    assert with_overrides(cfg, {"hebbian": {"eta": 1}}).hebbian.eta == 1.0  # an integer is a fine float
+    for overrides, message in (({"model": {"depth": 3}}, "--set: unknown key model.depth; [model] has arch, widths"),
+                               ({"hebbian": {"momentum": 1}}, "--set: hebbian.momentum: expected bool, got 1"),
+                               ({"model": {"widths": ["a"]}}, "--set: model.widths: expected int, got \"a\""),
+                               ({"stream": {"batch_size": 0}}, "--set: stream.batch_size must be a positive integer, got 0"),
+                               ({"readout": {"channels": 4}}, "this config has no [readout] section"),
+                               ({"nope": {"x": 1}}, "--set: unknown section [nope]")):
+        with pytest.raises(ConfigError) as err:
+            with_overrides(cfg, overrides)
+        assert message in str(err.value)
+    assert from_dict({**cfg.as_dict()}, "x.toml") == cfg

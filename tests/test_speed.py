@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from hebbedge.cli.app import app
-from hebbedge.speed import MODES, Setting, benchmark, build_step, compare, markdown, peak_memory
+from hebbedge.benchmarks.speed import MODES, Setting, benchmark, build_step, compare, markdown, peak_memory
 
 runner = CliRunner()
 
@@ -67,9 +67,10 @@ def test_bench_speed_command_writes_reports_and_compares(tmp_path):
 
 def test_scaling_plot_is_a_png(tmp_path):
     from hebbedge.plots import plot_scaling
-    from hebbedge.speed import BATCHES, SCALING_MODES, WIDTHS
+    from hebbedge.benchmarks.speed import BATCHES, SCALING_MODES, WIDTHS
 
     rows = [{"arch": "linear", "width": w, "batch": b, "device": "cpu", "mode": m, "ms": 1.0 + w * b / 1e4, "peak_mb": w / 100}
             for m in SCALING_MODES for w, b in [(2000, b) for b in BATCHES] + [(w, 64) for w in WIDTHS]]
-    path = plot_scaling({"rows": rows, "width": 2000, "batch": 64, "environments": [{"device": "cpu"}]}, tmp_path / "s.png")
+    path = plot_scaling({"rows": rows, "width": 2000, "batch": 64, "environments": [{"device": "cpu"}]}, tmp_path / "s.png",
+                        BATCHES, WIDTHS, SCALING_MODES)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hebbedge import bench
+from hebbedge.benchmarks import accuracy as bench
 from hebbedge.backprop import BackpropLearner
 from hebbedge.cli.app import app
 from hebbedge.learner import HebbianLearner

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from hebbedge import registry
 from hebbedge.files import save_json
 from hebbedge.train import TrainConfig, load_normalised, resolve_device, run
 
@@ -65,7 +66,8 @@ def benchmark(
     state_dir: str | Path | None = None,
     resume: bool = False,
 ) -> dict:
-    """Run hebbian, adam and sgd on `base`'s dataset/architecture/budget; returns the JSON record.
+    """Run every i.i.d. learner of the registry (hebbian, random, adam, sgd) on `base`'s dataset,
+    architecture and budget; returns the JSON record.
 
     With `state_dir`, every run is checkpointed there after each epoch and kept there as JSON once it
     has finished, so `resume` continues an interrupted benchmark to the same record; without `resume`
@@ -76,10 +78,15 @@ def benchmark(
         raise FileExistsError(f"{state} holds an interrupted benchmark: pass --resume to continue it, or remove it")
     dev = resolve_device(device)
     data = load_normalised(base.dataset, dev, data_dir)
-    results = {name: _run(replace(base, learner=name), name, data, device, progress, state) for name in ("hebbian", "random")}
-    for name, lrs in (("adam", adam_lrs), ("sgd", sgd_lrs)):
+    candidates = {"adam": adam_lrs, "sgd": sgd_lrs}
+    results = {}
+    for name in registry.names("iid"):  # the Hebbian learners with the thesis' settings, backprop with a tuned lr
         cfg = replace(base, learner=name)
-        tuning = tune_lr(cfg, lrs, tune_epochs, data, device, progress, state)
+        optimizer = registry.LEARNERS[name].optimizer
+        if optimizer is None:
+            results[name] = _run(cfg, name, data, device, progress, state)
+            continue
+        tuning = tune_lr(cfg, candidates[optimizer], tune_epochs, data, device, progress, state)
         results[name] = {**_run(replace(cfg, lr=tuning["lr"]), name, data, device, progress, state), "tuning": tuning}
     return {
         "benchmark": f"iid-{base.dataset}",

@@ -7,7 +7,7 @@ all in this process. Peak memory is a step's steady state: the peak over the ste
 released, such as M in a frozen step without momentum, does not), minus the memory in use before
 the model was built. On a GPU that is the CUDA allocator's peak. On a CPU it is the process's peak
 resident set (VmHWM, reset after the first step through /proc/self/clear_refs), in a fresh
-interpreter per mode (``python -m hebbedge.speed``) in which the same setting already ran once and
+interpreter per mode (``python -m hebbedge.benchmarks.speed``) in which the same setting already ran once and
 was freed, so that library code and scratch buffers are resident before the baseline.
 """
 
@@ -127,7 +127,7 @@ def peak_memory(s: Setting, steps: int = 3) -> int:
         # A fixed mmap threshold makes glibc hand every freed buffer over 64 kB back to the system,
         # so the resident set follows the live tensors instead of the allocator's high-water mark.
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        subprocess.run([sys.executable, "-m", "hebbedge.speed", json.dumps({**asdict(s), "steps": steps})],
+        subprocess.run([sys.executable, "-m", "hebbedge.benchmarks.speed", json.dumps({**asdict(s), "steps": steps})],
                        stdout=out, check=True, env=env)
         out.seek(0)
         return json.loads(out.read())["bytes"]
