@@ -1,4 +1,5 @@
-"""FastHebb forms equal their per-patch references (seed 001, Section 3.3)."""
+"""FastHebb forms equal their per-patch references (*Scalable bio-inspired training of Deep Neural
+Networks with FastHebb*, Section 3.3)."""
 
 import pytest
 import torch
