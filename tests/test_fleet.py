@@ -1,6 +1,7 @@
 """Federated LDA readout with Flower's simulation engine: the fleet's state is the state of one device on the union."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,20 +15,26 @@ pytest.importorskip("flwr", reason="the fleet extra (flwr[simulation]) is not in
 
 from hebbedge.cli.app import app  # noqa: E402
 from hebbedge.export.edge import EdgeError, EdgeModel  # noqa: E402
-from hebbedge.export.fleet import Shard, empty_state, join_rounds, load_experiences, round_part, run_fleet, shards  # noqa: E402
+from hebbedge.export.fleet import (  # noqa: E402
+    Shard, empty_state, join_rounds, load_experiences, markdown_table, round_part, run_centralised, run_fedavg, run_fleet,
+    shards, summarise)
 from hebbedge.export.onnx import export_model, stream_arrays  # noqa: E402
 from hebbedge.readout import LDAReadout  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A readout over 32 fixed random features and a small Split-MNIST (5 experiences of 2 classes)."""
-    tmp = tmp_path_factory.mktemp("fleet")
+def make_fleet(tmp: Path, **stream_options) -> Path:
+    """tmp/edge, a readout over 32 fixed random features, and tmp/data, Split-MNIST files (5 experiences of 2 classes)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh()), LDAReadout(32, 10, shrinkage=1e-3))
     export_model(model, (1, 28, 28), MEAN, STD, tmp / "edge", list(range(10)), learns=True)
-    stream_arrays("split-mnist", tmp / "data", seed=0, train_size=300, test_size=200)
+    stream_arrays("split-mnist", tmp / "data", seed=0, **stream_options)
     return tmp
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The fleet's export and a small slice of the real Split-MNIST."""
+    return make_fleet(tmp_path_factory.mktemp("fleet"), train_size=300, test_size=200)
 
 
 def test_shards_give_each_client_one_experience_and_no_sample_twice():
@@ -101,3 +108,23 @@ def test_fedavg_baseline_runs_on_the_same_clients(setup, tmp_path):
     assert [r["round"] for r in rounds] == [0, 1, 2] and all(0 <= r["accuracy"] <= 1 for r in rounds)
     payload = 4 * (784 * 16 + 16 + 16 * 10 + 10)  # the whole network, every round
     assert payload <= rounds[1]["bytes_sent_per_client"] <= payload + 1024
+
+
+def test_report_counts_the_first_round_that_reaches_the_target_and_the_largest_round_sent():
+    rounds = [{"round": 0, "accuracy": 0.1}, {"round": 1, "accuracy": 0.85, "bytes_sent_per_client": 100},
+              {"round": 2, "accuracy": 0.92, "bytes_sent_per_client": 0}, {"round": 3, "accuracy": 0.88, "bytes_sent_per_client": 0, "seconds": 3.0}]
+    summary = summarise(rounds, target=0.9)
+    assert (summary["rounds_to_target"], summary["final_accuracy"], summary["bytes_sent_per_client_per_round"]) == (2, 0.88, 100)
+    assert summarise(rounds, target=0.95)["rounds_to_target"] is None
+    table = markdown_table({"target_accuracy": 0.95, "runs": {"x": {"method": "fedavg", "clients": 5, **summarise(rounds, 0.95)}}})
+    assert "| x | FedAvg, backprop | 5 | 3 | 88.00 | not in 3 | 100 | 3 |" in table
+
+
+def test_fedavg_of_one_client_is_the_centralised_training_of_its_data(setup):
+    """Flower's FedAvg with a single client returns that client's network unchanged: the same accuracy after each
+    round as the centralised run on the same data, start weights and batch order (the averaging adds nothing)."""
+    experiences, test = load_experiences(setup / "data")
+    fedavg = run_fedavg(experiences, test, clients=1, rounds=2, hidden=16)
+    central = run_centralised(experiences, test, clients=1, rounds=2, hidden=16)
+    assert [r["accuracy"] for r in fedavg] == [r["accuracy"] for r in central]
+    assert fedavg[-1]["accuracy"] != fedavg[0]["accuracy"]  # it did train

@@ -15,18 +15,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import torch
-import torch.nn as nn
-from test_export import MEAN, STD
-from test_fleet import assert_one_device_on
+from test_fleet import assert_one_device_on, make_fleet
 from tinydata import write_tiny_mnist
 
 pytest.importorskip("flwr", reason="the fleet extra (flwr[simulation]) is not installed")
 
 from hebbedge.export.edge import EdgeModel  # noqa: E402
 from hebbedge.export.fleet import load_experiences  # noqa: E402
-from hebbedge.export.onnx import export_model, stream_arrays  # noqa: E402
-from hebbedge.readout import LDAReadout  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "export" / "flower_app"
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode and flwr are installed beside the interpreter
@@ -105,13 +100,9 @@ class Processes:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A readout over 32 fixed random features and made-up Split-MNIST files (5 experiences of 2 classes)."""
+    """The fleet's export and made-up Split-MNIST files (no real data needed)."""
     tmp = tmp_path_factory.mktemp("deploy")
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh()), LDAReadout(32, 10, shrinkage=1e-3))
-    export_model(model, (1, 28, 28), MEAN, STD, tmp / "edge", list(range(10)), learns=True)
-    stream_arrays("split-mnist", tmp / "data", seed=0, data_dir=str(write_tiny_mnist(tmp / "mnist", 200, 100)))
-    return tmp
+    return make_fleet(tmp, data_dir=str(write_tiny_mnist(tmp / "mnist", 200, 100)))
 
 
 def test_superlink_and_two_supernodes_run_the_fleet_app_to_the_state_of_one_device(setup, tmp_path):
