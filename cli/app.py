@@ -471,7 +471,7 @@ def semisup(
     rule: str = typer.Option("hpca", help="Unsupervised rule of the hidden layers: swta | hpca | softhebb | wta."),
     fractions: str = typer.Option("0.01,0.1,1", help="Labelled fractions of the training set for the classifier."),
     widths: str = typer.Option("1000", help="Hidden widths."),
-    eta: float = typer.Option(1e-3, help="Hebbian rate of the hidden layers."),
+    eta: float = typer.Option(_HEBBIAN.eta, help="Hebbian rate of the hidden layers."),
     pretrain_epochs: int = typer.Option(1, help="Unsupervised epochs over all training images."),
     probe_epochs: int = typer.Option(20, help="Epochs of the linear classifier on each labelled fraction."),
     train_size: Optional[int] = TRAIN_SIZE,

@@ -119,3 +119,17 @@ def test_train_command_resumes_and_plots(tmp_path):
     resumed = CliRunner().invoke(app, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert f"test accuracy {100 * record['test_acc']:.2f}%" in resumed.output
+
+
+def test_an_iid_config_is_the_shared_schema_and_takes_set():
+    from hebbedge.config import ConfigError
+
+    cfg = TrainConfig(widths=(16, 8), c_lr=0.1)
+    sections = cfg.config()
+    assert sections.model.widths == (16, 8) and sections.hebbian.lr == 0.1 and sections.stream.batch_size == 32
+    changed = cfg.with_overrides({"hebbian": {"eta": 2e-3, "momentum": False}, "model": {"widths": [4]}})
+    assert (changed.eta, changed.momentum, changed.widths) == (2e-3, False, (4,))
+    for overrides, message in (({"unsupervised": {"q": 1.0}}, "--set unsupervised.q: not a setting of an i.i.d. run"),
+                               ({"hebbian": {"eta": "fast"}}, "--set: hebbian.eta: expected float")):
+        with pytest.raises(ConfigError, match=message):
+            cfg.with_overrides(overrides)

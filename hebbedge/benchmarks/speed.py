@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from hebbedge.backprop import BackpropLearner
+from hebbedge.config import BackpropSection
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import thesis_conv, thesis_linear
 
@@ -76,7 +77,7 @@ def build_step(s: Setting) -> Callable[[], object]:
     else:
         # Plain SGD is the cheapest backprop step; SGD with momentum 0.9 keeps a buffer like the Hebbian M.
         optimizer, momentum = ("adam", 0.0) if s.mode == "adam" else ("sgd", 0.9 if s.mode == "sgd-momentum" else 0.0)
-        learner = BackpropLearner(model, optimizer, lr=1e-3, momentum=momentum)
+        learner = BackpropLearner(model, optimizer, lr=BackpropSection.lr, momentum=momentum)
     return lambda: learner.step(x, y)
 
 
