@@ -6,6 +6,7 @@ ONNX Runtime and numpy. Commands import what they need when they run.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -173,21 +174,31 @@ def train(
 
 
 def train_iid(scenario: str, out: Path, dev, data_dir: str | None, resume: bool, **kw) -> None:
+    from hebbedge import distributed
     from hebbedge.files import save_json
     from hebbedge.plots import plot_learning_curves
     from hebbedge.train import run, run_record
 
+    # Under torchrun (`torchrun --nproc-per-node R --no-python hebbedge train mnist ...`) each process
+    # trains its shard of every global batch (docs/distributed.md); rank 0 alone writes and prints.
+    across = distributed.launched()
+    lead = not across or os.environ["RANK"] == "0"
+
     def write(result: dict) -> None:
         # After every epoch too, so a long run shows its curve while it trains.
-        save_json(out / "result.json", result)
-        plot_learning_curves(result, out / "learning_curve.png")
+        if lead:
+            save_json(out / "result.json", result)
+            plot_learning_curves(result, out / "learning_curve.png")
 
     cfg = make_config(scenario, **kw)
     try:
-        result = run(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt", resume=resume, on_epoch=write)
-    except (*data_errors(), FileExistsError) as err:
+        result = (distributed.run if across else run)(cfg, str(dev), data_dir, checkpoint=out / "checkpoint.pt",
+                                                      resume=resume, on_epoch=write)
+    except (*data_errors(), FileExistsError, ValueError) as err:
         fail(str(err))
     write(result)
+    if not lead:
+        return
     if not (out / "config.json").exists():
         save_json(out / "config.json", run_record(cfg, result))  # the record every run folder has
     typer.echo(f"{scenario} (i.i.d., {cfg.arch}, {cfg.learner}, {cfg.epochs} epoch(s), {result['device']}): "

@@ -309,6 +309,19 @@ def test_command_line_trains_mnist_and_rank_0_writes_the_record(launch):
     assert sorted(p.name for p in (out / "cli").iterdir()) == ["checkpoint.pt", "result.json"]  # no temporaries left
 
 
+def test_hebbedge_train_under_torchrun_trains_across_processes(tmp_path):
+    """The user's command: `torchrun --no-python hebbedge train mnist ...`; rank 0 alone writes and prints."""
+    data_dir = write_tiny_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    proc = torchrun("--no-python", str(Path(sys.executable).with_name("hebbedge")), "train", "mnist", "--widths", "16",
+                    "--batch-size", "8", "--val-size", "20", "--device", "cpu", "--data-dir", str(data_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("test accuracy") == 1
+    record = json.loads((out / "result.json").read_text())
+    assert record["world_size"] == WORLD and record["train_samples"] == 80 and record["finished"]
+    assert json.loads((out / "config.json").read_text())["run"]["learner"] == "hebbian"
+
+
 @pytest.mark.parametrize("learner", ["adam", "lda"])
 def test_run_gives_every_rank_the_same_record(ranks, learner):
     records = [ranks[r][f"run-{learner}"] for r in range(WORLD)]
