@@ -793,13 +793,14 @@ def edge_merge(
 @app.command("fleet")
 def fleet(
     scenario: str = typer.Argument(..., help="A class-incremental stream (see `hebbedge scenarios`), e.g. split-mnist."),
-    method: str = typer.Option("readout", help="readout: the exported readout, merged exactly; fedavg: the baseline, a backprop network averaged by Flower's FedAvg."),
+    method: str = typer.Option("readout", help="readout: the exported readout, merged exactly; fedavg: the baseline, a backprop network averaged by Flower's FedAvg; centralised: that network trained on the union of the clients' data (ROUNDS x EPOCHS epochs), one-device: the readout learning the union (no Flower)."),
     model: Optional[Path] = typer.Option(None, help="readout: an exported LDA readout model directory (random-lda or softhebb-lda run, `hebbedge export`), the fixed features every client shares."),
     clients: int = typer.Option(5, help="Clients; client i learns experience i mod E (its classes only), clients of one experience split it."),
     rounds: int = typer.Option(1, help="Rounds; each client learns a new part of its data in each round."),
     out: Path = typer.Option(..., help="Folder for model/ (the fleet's model directory) and fleet.json (accuracy, samples, bytes per round)."),
     data: Optional[Path] = typer.Option(None, help="Files of `hebbedge stream-data` for SCENARIO (default: written into OUT/data)."),
     from_scratch: bool = typer.Option(True, "--from-scratch/--keep-state", help="readout: start the global readout empty, or from the export's state."),
+    join_every: int = typer.Option(0, help="readout: clients join over time, client i in round 1 + i x JOIN_EVERY (0: all in round 1)."),
     hidden: int = typer.Option(256, help="fedavg: hidden units of the network."),
     epochs: int = typer.Option(1, help="fedavg: local epochs per round (each client trains on all its data every round)."),
     lr: float = typer.Option(0.05, help="fedavg: SGD learning rate (momentum 0.9)."),
@@ -810,7 +811,7 @@ def fleet(
 ) -> None:
     """Federated learning with Flower's simulation engine: clients learn with the exported cycle, the server merges their readout statistics exactly (or the FedAvg baseline)."""
     try:
-        from hebbedge.export.fleet import load_experiences, run_fedavg, run_fleet, save_fleet
+        from hebbedge.export.fleet import load_experiences, run_centralised, run_fedavg, run_fleet, run_one_device, save_fleet
     except ImportError as err:
         fail(f"{err}; the fleet needs Flower: pip install 'hebbedge[fleet]'")
     from hebbedge.export.edge import EdgeError
@@ -819,10 +820,12 @@ def fleet(
     check_stream(scenario)
     if clients < 1 or rounds < 1:
         fail(f"--clients and --rounds must be at least 1, got {clients} and {rounds}")
-    if method not in ("readout", "fedavg"):
-        fail(f"--method must be readout or fedavg, got {method!r}")
-    if method == "readout" and model is None:
-        fail("--model: the readout fleet needs an exported LDA readout model directory")
+    if method not in ("readout", "fedavg", "centralised", "one-device"):
+        fail(f"--method must be readout, fedavg, centralised or one-device, got {method!r}")
+    if method in ("readout", "one-device") and model is None:
+        fail(f"--model: --method {method} needs an exported LDA readout model directory")
+    if join_every and method != "readout":
+        fail(f"--join-every is for --method readout, not {method}")
     if data is None:
         from hebbedge.export.onnx import stream_arrays
 
@@ -834,11 +837,13 @@ def fleet(
     try:
         experiences, test = load_experiences(data)
         out.mkdir(parents=True, exist_ok=True)
-        if method == "fedavg":
-            rounds_done = run_fedavg(experiences, test, clients, rounds, hidden, epochs, lr, seed)
+        if method in ("fedavg", "centralised"):
+            run = run_fedavg if method == "fedavg" else run_centralised
+            rounds_done = run(experiences, test, clients, rounds, hidden, epochs, lr, seed)
             save_json(out / "fleet.json", rounds_done)
         else:
-            result = run_fleet(model, experiences, test, clients, rounds, from_scratch)
+            result = (run_fleet(model, experiences, test, clients, rounds, from_scratch, join_every=join_every) if method == "readout"
+                      else run_one_device(model, experiences, test, clients, from_scratch))
             save_fleet(model, result, out)
             rounds_done = result.rounds
     except EdgeError as err:
@@ -846,7 +851,7 @@ def fleet(
     for r in rounds_done[1:]:
         typer.echo(f"round {r['round']}: accuracy {100 * r['accuracy']:.2f}% on every test experience, "
                    f"{r['bytes_sent_per_client']} bytes sent per client")
-    typer.echo(f"written to {out / 'fleet.json'}" + (f" and {out / 'model'}" if method == "readout" else ""))
+    typer.echo(f"written to {out / 'fleet.json'}" + (f" and {out / 'model'}" if method in ("readout", "one-device") else ""))
 
 
 def main() -> None:
