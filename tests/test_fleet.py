@@ -110,6 +110,34 @@ def test_fedavg_baseline_runs_on_the_same_clients(setup, tmp_path):
     assert payload <= rounds[1]["bytes_sent_per_client"] <= payload + 1024
 
 
+def test_centralised_network_trains_on_the_union_and_each_client_sends_its_images_once(setup, tmp_path):
+    result = CliRunner().invoke(app, ["fleet", "split-mnist", "--method", "centralised", "--data", str(setup / "data"),
+                                      "--clients", "3", "--rounds", "2", "--epochs", "15", "--hidden", "16", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    rounds = json.loads((tmp_path / "c" / "fleet.json").read_text())
+    experiences, test = load_experiences(setup / "data")
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[1]["bytes_sent_per_client"] == max(x.nbytes + y.nbytes for x, y in shards(experiences, 3)) and rounds[2]["bytes_sent_per_client"] == 0
+    # joint training on the clients' 6 classes: the test images of those classes are 60% of the test set
+    seen = np.isin(test[1], np.concatenate([y for _, y in experiences[:3]]))
+    assert rounds[-1]["accuracy"] > 0.5 * seen.mean(), rounds
+
+
+def test_one_device_command_learns_the_union_of_the_clients_data(setup, tmp_path):
+    result = CliRunner().invoke(app, ["fleet", "split-mnist", "--method", "one-device", "--model", str(setup / "edge"),
+                                      "--data", str(setup / "data"), "--clients", "2", "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    experiences, test = load_experiences(setup / "data")
+    assert_one_device_on(EdgeModel(tmp_path / "one" / "model").state, setup / "edge", experiences[:2], test)
+    assert "round 1: accuracy" in result.output
+
+
+def test_join_every_is_refused_for_the_backprop_methods(setup, tmp_path):
+    result = CliRunner().invoke(app, ["fleet", "split-mnist", "--method", "fedavg", "--data", str(setup / "data"),
+                                      "--join-every", "1", "--out", str(tmp_path / "f")])
+    assert result.exit_code != 0 and "--join-every is for --method readout" in result.output
+
+
 def test_report_counts_the_first_round_that_reaches_the_target_and_the_largest_round_sent():
     rounds = [{"round": 0, "accuracy": 0.1}, {"round": 1, "accuracy": 0.85, "bytes_sent_per_client": 100},
               {"round": 2, "accuracy": 0.92, "bytes_sent_per_client": 0}, {"round": 3, "accuracy": 0.88, "bytes_sent_per_client": 0, "seconds": 3.0}]
