@@ -109,12 +109,26 @@ class ReadoutSection:
     pretrain_batch_size: int = 64
     warmup: float = 0.0  # fraction of the first experience the block also learns from (never summed)
     learn_experiences: int = 0  # experiences during which the block keeps learning
+    expand: int = 0  # > 0: a random projection of the pooled features to this many, then ReLU (RanPAC-style); 0: none
+    shrinkage_estimator: str = "fixed"  # fixed (`shrinkage`) | oas: estimated from the readout's sums at each solve
+
+
+@dataclass(frozen=True)
+class RandumbSection:
+    """`randumb` (RanDumb, Prabhu et al. 2024): random Fourier features of the standardised pixels,
+    z(x) = sqrt(2 / D) cos(x W + b), W ~ N(0, 2 gamma), b ~ U(0, 2 pi) (sklearn's RBFSampler), under
+    the LDA readout with a shared covariance shrunk by OAS (its code's default)."""
+
+    features: int = 2048  # D (RanDumb's code defaults to 10000; issue 18's budget is <= 2048 into the readout)
+    gamma: float = 0.0  # the RBF kernel's gamma; 0: 'scale', 1 / (pixels * variance of the standardised pixels)
+    shrinkage_estimator: str = "oas"  # oas | fixed
+    shrinkage: float = 1e-4  # used when shrinkage_estimator = "fixed"
 
 
 SECTIONS: dict[str, type] = {"stream": StreamSection, "model": ModelSection, "hebbian": HebbianSection,
                              "backprop": BackpropSection, "unsupervised": UnsupervisedSection, "hybrid": HybridSection,
-                             "readout": ReadoutSection}
-OPTIONAL_SECTIONS = ("readout",)  # only the transfer streams have one
+                             "readout": ReadoutSection, "randumb": RandumbSection}
+OPTIONAL_SECTIONS = ("readout", "randumb")  # only the transfer streams have [readout]; randumb's defaults serve without [randumb]
 POSITIVE = ("stream.epochs", "stream.batch_size", "stream.eval_batch_size")
 
 
@@ -133,11 +147,17 @@ class Config:
     unsupervised: UnsupervisedSection = UnsupervisedSection()
     hybrid: HybridSection = HybridSection()
     readout: ReadoutSection | None = None
+    randumb: RandumbSection | None = None  # None: RandumbSection's defaults (``randumb_settings``)
     source: str = field(default="defaults", compare=False)
 
     def as_dict(self) -> dict[str, dict]:
         """The sections as plain JSON values (what a run folder's config.json records)."""
         return {name: json.loads(json.dumps(asdict(getattr(self, name)))) for name in SECTIONS if getattr(self, name) is not None}
+
+
+def randumb_settings(cfg: Config) -> RandumbSection:
+    """The config's [randumb] section, or its defaults when the config has none."""
+    return cfg.randumb if cfg.randumb is not None else RandumbSection()
 
 
 def _convert(value: object, hint: object, where: str) -> object:

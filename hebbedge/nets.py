@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from hebbedge.config import Config, HebbianSection, ModelSection
+from hebbedge.config import Config, HebbianSection, ModelSection, randumb_settings
 from hebbedge.layers import HebbConv2d, HebbLayer
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import AdaptiveAvgPool, MaxPool2d, softhebb_init_, thesis_conv, thesis_linear
-from hebbedge.readout import LDAReadout
+from hebbedge.readout import LDAReadout, classifier, estimated_shrinkage
 from hebbedge.registry import Learner
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 
@@ -93,6 +93,75 @@ def build_model(model: ModelSection, hebbian: HebbianSection | None, in_shape: t
     return thesis_linear(in_features=int(np.prod(in_shape)), widths=tuple(model.widths), **etas, **common)
 
 
+class RandomFourierFeatures(nn.Module):
+    """z(x) = sqrt(2 / D) cos(x W + b) of the flattened input: sklearn's RBFSampler (random Fourier
+    features of the RBF kernel exp(-gamma |x - x'|^2), Rahimi & Recht 2007), W [n_in, D] ~ N(0, 2 gamma),
+    b [D] ~ U(0, 2 pi), drawn from `generator` in that order (W, then b). Never trained."""
+
+    weight: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(self, n_in: int, n_features: int, gamma: float, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", torch.randn(n_in, n_features, generator=generator) * (2.0 * gamma) ** 0.5)
+        self.register_buffer("offset", torch.rand(n_features, generator=generator) * (2.0 * np.pi))
+        self.scale = (2.0 / n_features) ** 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.cos(x.flatten(1) @ self.weight + self.offset)
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.weight.shape[0]}, n_features={self.weight.shape[1]}, gamma={self.gamma:.6g}"
+
+
+class RandomReLUExpansion(nn.Module):
+    """relu(x W), W [n_in, n_out] ~ N(0, 1 / n_in): RanPAC's random projection with a non-linearity, never trained."""
+
+    weight: torch.Tensor
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(n_in, n_out) / n_in ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.weight)
+
+
+class EstimatedShrinkageLDA(LDAReadout):
+    """``LDAReadout`` whose shrinkage is estimated from its own sums at each solve (OAS, see
+    ``readout.estimated_shrinkage``) instead of fixed; `shrinkage` holds the last estimate."""
+
+    def __init__(self, n_features: int, n_classes: int, estimator: str = "oas", shrinkage: float = 1e-4) -> None:
+        super().__init__(n_features, n_classes, shrinkage)
+        self.estimator = estimator
+
+    @torch.no_grad()
+    def solve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.count.sum() > 0:
+            self.shrinkage = estimated_shrinkage(self.estimator, self.count, self.covariance(), self.shrinkage)
+        return classifier(self.count, self.means(), self.scatter(), self.shrinkage)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", estimator={self.estimator}"
+
+
+def scale_gamma(n_in: int) -> float:
+    """sklearn's gamma='scale', 1 / (n_in * X.var()), with X.var() = 1: the stream's pixels are standardised
+    with their dataset's mean and std (hebbedge.data.MEAN_STD), so their variance is 1 by construction; no
+    training image (of this or of a later experience) is looked at. RanDumb standardises MNIST with
+    (0.1307, 0.3081) too, so its fit sees X.var() of about 1 as well."""
+    return 1.0 / n_in
+
+
+def randumb_model(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Module, LDAReadout]:
+    """randumb's random Fourier features of the pixels (config [randumb]) and its readout."""
+    r = randumb_settings(cfg)
+    n_in = int(np.prod(in_shape))
+    features = RandomFourierFeatures(n_in, r.features, r.gamma or scale_gamma(n_in))
+    return features, EstimatedShrinkageLDA(r.features, n_classes, r.shrinkage_estimator, r.shrinkage)
+
+
 def readout_features(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, int]:
     """The feature network under an LDA readout, and its number of features: the config's [readout]
     network (one SoftHebb conv block, average-pooled to pool x pool per channel) or, without that
@@ -108,13 +177,18 @@ def readout_features(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> 
     block = softhebb_block(in_shape[0], r.channels, r.kernel, "max", r.inv_tau, r.eta, r.triangle, r.radius, batchnorm=False)
     pool = block[1]  # the max-pool sets the feature map's size (the conv's padding keeps the image's)
     pooled = (in_shape[1] + 2 * pool.padding - pool.kernel_size) // pool.stride + 1
-    return nn.Sequential(*block, AdaptiveAvgPool(pooled, r.pool), nn.Flatten()), r.channels * r.pool ** 2
+    width = r.channels * r.pool ** 2
+    if r.expand > 0:  # RanPAC-style random non-linear expansion of the pooled features
+        return nn.Sequential(*block, AdaptiveAvgPool(pooled, r.pool), nn.Flatten(), RandomReLUExpansion(width, r.expand)), r.expand
+    return nn.Sequential(*block, AdaptiveAvgPool(pooled, r.pool), nn.Flatten()), width
 
 
 def readout_model(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, LDAReadout]:
     """The readout learners' features (random weights, see ``readout_features``) and their empty LDA readout."""
     features, width = readout_features(cfg, in_shape, n_classes)
     shrinkage = cfg.readout.shrinkage if cfg.readout is not None else cfg.backprop.slda_shrinkage
+    if cfg.readout is not None and cfg.readout.shrinkage_estimator != "fixed":
+        return features, EstimatedShrinkageLDA(width, n_classes, cfg.readout.shrinkage_estimator, shrinkage)
     return features, LDAReadout(width, n_classes, shrinkage)
 
 
@@ -124,6 +198,8 @@ def build_net(learner: Learner, cfg: Config, in_shape: tuple[int, ...], n_classe
     learner's is Sequential(features, LDAReadout)."""
     if learner.net == "readout":
         return nn.Sequential(*readout_model(cfg, in_shape, n_classes)).to(device)
+    if learner.net == "rff":
+        return nn.Sequential(*randumb_model(cfg, in_shape, n_classes)).to(device)
     if learner.net == "plain":
         return build_model(cfg.model, None, in_shape, n_classes, cfg.backprop.dropout).to(device)
     if learner.net == "hybrid":

@@ -141,3 +141,53 @@ def gauss_jordan_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         col[k] -= 1
         m = m - col[:, None] * row[None, :]
     return m[:, len(a):]
+
+
+# --- shrinkage estimated from the sums (issue 18) --------------------------------------------------
+# Both estimators shrink the covariance towards mu I, mu = trace(Sigma) / d:
+#     Sigma_rho = (1 - rho) Sigma + rho mu I.
+# ``classifier`` shrinks towards I instead; an LDA's predictions do not change when its covariance is
+# scaled, so ``identity_shrinkage`` turns rho into the lambda of ``classifier`` that gives the same
+# classifier up to a positive factor on every score.
+
+
+def oas_shrinkage(n: float, covariance: torch.Tensor) -> float:
+    """The Oracle Approximating Shrinkage rho (Chen et al. 2010, as sklearn.covariance.oas computes it)
+    of a covariance estimated (divided by n, not n - 1) from n samples. Needs only n and the matrix,
+    so the readout's order-invariant sums give it: no sample is stored."""
+    d = covariance.shape[0]
+    mu = torch.trace(covariance) / d
+    alpha = (covariance ** 2).mean()
+    num = alpha + mu ** 2
+    den = (n + 1.0) * (alpha - mu ** 2 / d)
+    return 1.0 if float(den) == 0.0 else float(torch.clamp(num / den, max=1.0))
+
+
+def ledoit_wolf_shrinkage(n: float, covariance: torch.Tensor, fourth: float) -> float:
+    """The Ledoit-Wolf rho (sklearn.covariance.ledoit_wolf_shrinkage, unblocked) of a covariance (divided
+    by n) from n samples, given ``fourth`` = sum_i ||x_i - m||^4 over the same centred samples: a
+    fourth-moment sum that the counts, means and second moment do not hold (a readout must keep it too)."""
+    d = covariance.shape[0]
+    mu = torch.trace(covariance) / d
+    frob = (covariance ** 2).sum()
+    beta = (fourth / n - frob) / (d * n)
+    delta = (frob - 2.0 * mu * torch.trace(covariance) + d * mu ** 2) / d
+    beta = torch.clamp(beta, max=delta)
+    return 0.0 if float(beta) == 0.0 else float(beta / delta)
+
+
+def identity_shrinkage(rho: float, covariance: torch.Tensor) -> float:
+    """The lambda with (1 - lambda) Sigma + lambda I proportional to (1 - rho) Sigma + rho mu I
+    (mu = trace(Sigma) / d): lambda = rho mu / (1 - rho + rho mu)."""
+    mu = float(torch.trace(covariance)) / covariance.shape[0]
+    return rho * mu / (1.0 - rho + rho * mu) if rho * mu > 0 else 0.0
+
+
+def estimated_shrinkage(estimator: str, count: torch.Tensor, covariance: torch.Tensor, fixed: float) -> float:
+    """The ``classifier`` lambda for the pooled within-class covariance of N = count.sum() samples:
+    `fixed` itself ("fixed"), or OAS's rho turned into lambda ("oas"), floored at 1e-12 so the system stays solvable."""
+    if estimator == "fixed":
+        return fixed
+    if estimator != "oas":
+        raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
+    return min(1.0, max(1e-12, identity_shrinkage(oas_shrinkage(float(count.sum().clamp_min(1)), covariance), covariance)))

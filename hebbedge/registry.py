@@ -24,7 +24,7 @@ class Learner:
     name: str
     family: str  # a key of FAMILIES
     help: str
-    net: str  # hebbian | unsupervised | hybrid | plain | readout: how nets.build_net builds its network
+    net: str  # hebbian | unsupervised | hybrid | plain | readout | rff: how nets.build_net builds its network
     strategy: str | None = None  # how it trains on a stream (continual.STRATEGIES); None: i.i.d. only
     iid: bool = False  # `hebbedge train mnist` trains it
     exports: bool = False  # `hebbedge export` writes its run's model directory
@@ -64,6 +64,8 @@ LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("random-lda", "readout", "this library's LDA readout on random features", "readout", "readout", exports=True),
     Learner("softhebb-lda", "readout", "the same readout on SoftHebb features pre-trained on host data (transfer scenarios)",
             "readout", "readout", exports=True, pretrained=True),
+    Learner("randumb", "readout", "RanDumb: the same readout (OAS shrinkage) on random Fourier features of the pixels",
+            "rff", "readout"),
 )}
 
 
