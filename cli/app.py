@@ -495,7 +495,7 @@ def semisup(
     import torch
 
     from hebbedge.files import save_json
-    from hebbedge.semisup import run as run_semisup
+    from hebbedge.benchmarks.semisup import run as run_semisup
     from hebbedge.train import load_normalised
 
     check_iid(scenario)
@@ -529,8 +529,8 @@ def softhebb_cmd(
     import torch
 
     from hebbedge.files import save_json
-    from hebbedge.softhebb import ARCHITECTURES
-    from hebbedge.softhebb import run as run_softhebb
+    from hebbedge.benchmarks.softhebb import ARCHITECTURES
+    from hebbedge.benchmarks.softhebb import run as run_softhebb
     from hebbedge.train import load_normalised
 
     check_iid(scenario)

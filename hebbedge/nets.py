@@ -3,7 +3,7 @@
 Stream runs, i.i.d. runs and the export loader all build here: ``build_net`` is the one place that
 turns (learner, config) into a network. The unsupervised learners' hidden rules, SoftHebb's block
 and the label-free epoch that pre-trains features live here too (the SoftHebb and semi-supervised
-protocols of hebbedge/softhebb.py and hebbedge/semisup.py use them). No Avalanche here.
+protocols of hebbedge/benchmarks/softhebb.py and semisup.py use them). No Avalanche here.
 """
 
 from __future__ import annotations

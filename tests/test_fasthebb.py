@@ -160,7 +160,7 @@ def test_semisup_command_probes_hebbian_and_random_features(tmp_path):
 
 def test_softhebb_network_layers_and_greedy_training():
     from hebbedge.layers import HebbConv2d
-    from hebbedge.softhebb import Triangle, softhebb_net, train_greedy
+    from hebbedge.benchmarks.softhebb import Triangle, softhebb_net, train_greedy
 
     u = torch.tensor([[[[1.0]], [[3.0]], [[5.0]]]])  # channel mean 3
     assert torch.allclose(Triangle(2.0)(u), torch.tensor([[[[0.0]], [[0.0]], [[4.0]]]]))
@@ -178,7 +178,7 @@ def test_softhebb_network_layers_and_greedy_training():
 
 def test_softhebb_table4_columns():
     from hebbedge.layers import HebbConv2d
-    from hebbedge.softhebb import layer_widths, softhebb_net
+    from hebbedge.benchmarks.softhebb import layer_widths, softhebb_net
 
     # the channel counts printed in Table 4 (width factor 4)
     assert layer_widths("mnist-cifar", 4) == [96, 384, 1536]

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from hebbedge.layers import HebbLayer
 from hebbedge.nets import Triangle, softhebb_block, unsupervised_epoch  # noqa: F401  (Triangle: part of the protocol's API)
-from hebbedge.semisup import embed, linear_probe
+from hebbedge.benchmarks.semisup import embed, linear_probe
 
 # One row per layer of Table 4: (kernel, pooling). Pooling "max" is 4x4 stride 2, "avg" is 2x2 stride 2.
 ARCHITECTURES = {
