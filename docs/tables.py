@@ -356,6 +356,13 @@ def softhebb_mnist() -> str:
         ["*paper*", "*99.35 ± 0.03*", ""]])
 
 
+@table
+def fleet() -> str:
+    from hebbedge.export.fleet import markdown_table  # the fleet report's own table
+
+    return markdown_table(load("fleet/summary.json"))
+
+
 def fill(text: str) -> tuple[str, list[str]]:
     """The text with every table regenerated, and the names of the tables that changed."""
     stale = []
