@@ -61,6 +61,7 @@ class BackpropSection:
 
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
+    sgd_momentum: float = 0.0  # sgd only (the thesis's continual-learning runs: SGD with momentum)
     weight_decay: float = 0.0
     dropout: float = 0.0
     ewc_lambda: float = 100.0  # ewc

@@ -202,7 +202,8 @@ def _unsupervised(run, entry, cfg, model, common, *_):
 def _backprop(run, entry, cfg, model, common, *_):
     """Avalanche's baselines, trained by backprop with the config's optimizer."""
     b = cfg.backprop
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b.optimizer](model.parameters(), lr=b.lr)
+    extra = {"momentum": b.sgd_momentum} if b.optimizer == "sgd" else {}
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b.optimizer](model.parameters(), lr=b.lr, **extra)
     args = dict(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
     extra = {"naive": {}, "joint": {}, "ewc": dict(ewc_lambda=b.ewc_lambda), "si": dict(si_lambda=b.si_lambda),
              "lwf": dict(alpha=b.lwf_alpha, temperature=b.lwf_temperature), "replay": dict(mem_size=b.replay_mem_size)}
