@@ -326,6 +326,41 @@ def seeds_table_6_10_experiences() -> str:
     return markdown(["learner", "protocol", *(f"exp {j + 1} ({','.join(map(str, c))})" for j, c in enumerate(classes))], rows)
 
 
+
+def progress(path: str) -> tuple[str, str]:
+    """An i.i.d. run's test accuracy at its best validation epoch, and how far it got with its trend."""
+    run = load(path)
+    history, total = run["history"], run["config"]["epochs"]
+    best = history[run["best_epoch"] - 1]
+    ours = f"{pct(best['test_acc'])} (epoch {run['best_epoch']})"
+    if run["finished"]:
+        return ours, f"done, {total} epochs"
+    last = history[-3:]
+    gain = 100 * (last[-1]["val_acc"] - last[0]["val_acc"]) / max(1, len(last) - 1)
+    return ours, f"{len(history)} of {total} epochs; validation {gain:+.2f} points per epoch over the last {len(last)}"
+
+
+@table
+def seeds_headline() -> str:
+    linear, conv = progress("seeds/mnist-linear-ch-seed0.json"), progress("seeds/mnist-conv-f1-ch-seed0.json")
+    table_6_10 = load("seeds/table-6.10-linear/results.json")["summary"]
+    f4 = load("softhebb-mnist-f4.json")
+    curve = "[PNG](results/seeds/{})".format
+    rows = [["thesis, MNIST, CH linear (4×2000 tanh, batch 32, 100 epochs)", "96.98 ± 0.11", linear[0], linear[1],
+             curve("mnist-linear-ch-seed0.png")],
+            ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04", f"F-1: {conv[0]}", f"F-1 only (F-4 needs a GPU); {conv[1]}",
+             curve("mnist-conv-f1-ch-seed0.png")]]
+    for learner, (name, thesis, _) in THESIS_6_10.items():
+        ci, ta = (mean_std(table_6_10[learner][p]["final_avg_acc"]) for p in PROTOCOLS)
+        rows.append([f"thesis Table 6.10, Split-MNIST, {name} (1 epoch per experience, batch 64)", thesis,
+                     f"{ci} class-incremental, {ta} task-aware", "done, 5 seeds",
+                     curve("table-6.10-linear/experience_accuracy_task-aware.png")])
+    rows += [["thesis Table 6.10, CH conv / BP conv (F-4)", "84.8 ± 1.7 / 77.3 ± 3.6", "not run", "needs a GPU", "–"],
+             ["SoftHebb paper, MNIST (F-4)", "99.35 ± 0.03", pct(f4["softhebb_test_acc"]),
+              "1 epoch per layer, not the paper's schedule (needs a GPU)", "–"]]
+    return markdown(["paper's headline, setting", "paper", "ours, same setting (seed 0 unless stated)", "how far", "curve"], rows)
+
+
 # docs/learners.md
 
 
