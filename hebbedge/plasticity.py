@@ -12,7 +12,7 @@ The first part of this module is the reference: out-of-place functions, differen
 must be trained through them, and nothing else. The second part holds the fast forms, the way
 torch.optim keeps ``_single_tensor_sgd`` beside ``_multi_tensor_sgd``/fused kernels: each gives the
 reference's values (tests/test_plasticity.py checks every one against it in float64), and
-``hebbedge.layers.HebbLayer.form`` is the one place that picks among them.
+``hebbedge.layers.HebbLayer.pending_form`` is the one place that picks among them.
 """
 
 from __future__ import annotations
