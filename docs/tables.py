@@ -361,6 +361,21 @@ def seeds_headline() -> str:
     return markdown(["paper's headline, setting", "paper", "ours, same setting (seed 0 unless stated)", "how far", "curve"], rows)
 
 
+
+@table
+def seeds_table_6_10_optimizer() -> str:
+    """BP linear's final accuracy per experience under the thesis's optimizer (SGD with momentum) and ours (Adam)."""
+    name, thesis_avg, thesis = THESIS_6_10["naive"]
+    rows = [[f"{name}, thesis (SGD with momentum)", "not stated", *thesis, thesis_avg]]
+    for optimizer, path in (("Adam, 5 seeds", "seeds/table-6.10-linear"), ("SGD with momentum 0.9, seed 0", "seeds/table-6.10-linear-sgdm")):
+        runs = load(f"{path}/results.json")["runs"]["naive"]
+        for p in PROTOCOLS:
+            last = [r["protocols"][p]["matrix"][-1] for r in runs]
+            rows.append([f"{name}, ours ({optimizer})", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(5)),
+                         f"{100 * statistics.fmean(r['protocols'][p]['final_avg_acc'] for r in runs):.1f}"])
+    return markdown(["learner", "protocol", *(f"exp {j + 1}" for j in range(5)), "average"], rows)
+
+
 # docs/learners.md
 
 
