@@ -48,3 +48,8 @@ def test_every_readme_command_runs_in_order_twice(tmp_path, monkeypatch):
                 continue
             result = runner.invoke(app, small(command, str(data)))
             assert result.exit_code == 0, (round, command, result.output)
+
+
+def test_readme_stays_a_five_minute_read():
+    """What it is, install, quick start, glossary, results, links, layout: at most 200 lines; the rest is in docs/."""
+    assert len(README.read_text().splitlines()) <= 200
