@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,20 @@ def run_fleet(model_dir: Path, experiences: list[Shard], test: Shard, clients: i
     return results[0]
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside, the caller's thread count restored after (a library call must not change it
+    for the rest of the process: GEMM results depend on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def backprop_net(input_size: int, hidden: int, classes: int):
     """The baseline users compare against: a one-hidden-layer network trained by backprop."""
     import torch.nn as nn
@@ -238,13 +253,11 @@ def fedavg_client_app(client_shards: list[Shard], hidden: int, classes: int, epo
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        import torch
-
-        torch.set_num_threads(1)  # the simulation runs clients side by side
         x, y = client_shards[int(context.node_config["partition-id"])]
         net = backprop_net(int(np.prod(x.shape[1:])), hidden, classes)
         net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        sgd_epochs(net, x, y, epochs, lr, seed=int(msg.content["config"]["server-round"]))
+        with one_thread():  # the simulation runs clients side by side
+            sgd_epochs(net, x, y, epochs, lr, seed=int(msg.content["config"]["server-round"]))
         arrays = ArrayRecord(net.state_dict())
         metrics = MetricRecord({"num-examples": len(x), "bytes-sent": arrays.count_bytes()})
         return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
@@ -298,16 +311,14 @@ def run_centralised(experiences: list[Shard], test: Shard, clients: int, rounds:
     """The upper bound users compare FedAvg with: the same network from the same initial weights, trained by SGD on
     the union of the clients' data (shuffled together: joint training, no forgetting), `epochs` epochs per round for
     `rounds` rounds, the epochs each FedAvg client runs. What each client sends is its images and labels, once."""
-    import torch
-
-    torch.set_num_threads(1)  # the same single thread a FedAvg client trains with
     net, _ = initial_net(experiences, test, hidden, seed)
     x, y = union(experiences, clients)
     sent = max(a.nbytes + b.nbytes for a, b in shards(experiences, clients))
     history = [{"round": 0, "accuracy": net_accuracy(net, test)}]
     begun = time.perf_counter()
     for r in range(1, rounds + 1):
-        sgd_epochs(net, x, y, epochs, lr, seed=r)
+        with one_thread():  # the same single thread a FedAvg client trains with
+            sgd_epochs(net, x, y, epochs, lr, seed=r)
         history.append({"round": r, "accuracy": net_accuracy(net, test), "bytes_sent_per_client": sent if r == 1 else 0})
     history[-1]["seconds"] = time.perf_counter() - begun
     return history
