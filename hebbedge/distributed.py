@@ -37,13 +37,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from hebbedge.backprop import BackpropLearner
-from hebbedge.data import DataNotFoundError, fingerprint, split_files
+from hebbedge.data import DataNotFoundError
 from hebbedge.files import save_checkpoint, save_json
 from hebbedge.layers import HebbLayer
 from hebbedge.learner import HebbianLearner, StepResult
 from hebbedge.readout import LDAReadout
 from hebbedge.rules import GradientRule
-from hebbedge.train import TrainConfig, build, evaluate, fit, load_normalised, resolve_device, summary
+from hebbedge.train import TrainConfig, build, data_record, evaluate, fit, holdout, load_normalised, resolve_device, summary
 
 LEARNERS = ("hebbian", "random", "adam", "sgd", "lda")
 
@@ -332,17 +332,15 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
                          f"batch of {cfg.batch_size} over {world_size()} processes")
     x_train, y_train, x_test, y_test = data if data is not None else load_normalised(cfg.dataset, dev, data_dir)
     torch.manual_seed(cfg.seed)
-    perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(x_train.device)
-    train_idx = perm[cfg.val_size:][:cfg.train_size]
+    train_idx, val = holdout(cfg, x_train, y_train)
     train_idx = train_idx[:_cut(len(train_idx), world_size())]
-    val = (x_train[perm[:cfg.val_size]], y_train[perm[:cfg.val_size]]) if cfg.val_size else None
     lead = rank() == 0
     # "lda" reads the hidden layers of the random-features control, in eval mode (they never learn).
     built = TrainConfig(**{**asdict(cfg), "learner": "random" if learner == "lda" else learner})
     model, single = build(built, tuple(x_train.shape[1:]), int(y_train.max()) + 1, dev)
     extra = {"learner": learner, "world_size": world_size(), "train_samples": len(train_idx)}
     if data is None:  # what the run read (path, size, sha256), as hebbedge.train.run records it
-        extra["data"] = fingerprint([*split_files(cfg.dataset, True, data_dir), *split_files(cfg.dataset, False, data_dir)])
+        extra["data"] = data_record(cfg.dataset, data_dir)
     if learner == "lda":
         history, model, extra["reduced_bytes_per_sync"] = _fit_readout(model, x_train[train_idx], y_train[train_idx], cfg, val, (x_test, y_test))
         state = {"model": model.state_dict()}

@@ -57,6 +57,19 @@ def load_normalised(dataset: str, device: torch.device, data_dir: str | None = N
     return tuple(t.to(device) for train in (True, False) for t in load_standardised(dataset, train, data_dir))
 
 
+def data_record(dataset: str, data_dir: str | None) -> list[dict]:
+    """What a run records of the data it read: path, size and sha256 of the dataset's files."""
+    return fingerprint([*split_files(dataset, True, data_dir), *split_files(dataset, False, data_dir)])
+
+
+def holdout(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """The seed's shuffle of the training set: its first ``cfg.val_size`` samples held out for validation
+    (None without), the next ``cfg.train_size`` (all by default) the indices to train on."""
+    perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(x_train.device)
+    val = (x_train[perm[:cfg.val_size]], y_train[perm[:cfg.val_size]]) if cfg.val_size else None
+    return perm[cfg.val_size:][:cfg.train_size], val
+
+
 def _rng_state(shuffle: torch.Generator) -> dict:
     """Every random stream a training epoch draws from, as tensors (the batch order, dropout's global
     generator, CUDA's), so a resumed run continues exactly where the uninterrupted one would."""
@@ -180,12 +193,10 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
                              "resume it with the same options, or choose another --out")
     x_train, y_train, x_test, y_test = data if data is not None else load_normalised(cfg.dataset, dev, data_dir)
     # What a run records of the data it read (path, size, sha256); data handed in is the caller's to record.
-    used = None if data is not None else fingerprint([*split_files(cfg.dataset, True, data_dir), *split_files(cfg.dataset, False, data_dir)])
+    used = None if data is not None else data_record(cfg.dataset, data_dir)
     torch.manual_seed(cfg.seed)
-    perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
-    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:][:cfg.train_size]
+    train_idx, val = holdout(cfg, x_train, y_train)
     model, learner = build(cfg, tuple(x_train.shape[1:]), int(y_train.max()) + 1, dev)
-    val = (x_train[val_idx], y_train[val_idx]) if cfg.val_size else None
 
     final = state  # the latest fit state: the loaded one, then each epoch's
 
