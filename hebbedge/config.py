@@ -129,6 +129,12 @@ class RandumbSection:
 SECTIONS: dict[str, type] = {"stream": StreamSection, "model": ModelSection, "hebbian": HebbianSection,
                              "backprop": BackpropSection, "unsupervised": UnsupervisedSection, "hybrid": HybridSection,
                              "readout": ReadoutSection, "randumb": RandumbSection}
+# Settings that only some learners read: a run of any other learner does not depend on them, so changing one
+# (tuning EWC's lambda, say) leaves the records of those runs valid (``hebbedge.continual.settings``).
+# A key, or a whole section.
+READ_ONLY_BY: dict[str, tuple[str, ...]] = {
+    "backprop.ewc_lambda": ("ewc",), "backprop.si_lambda": ("si",), "backprop.lwf_alpha": ("lwf",),
+    "backprop.lwf_temperature": ("lwf",), "backprop.replay_mem_size": ("replay",), "randumb": ("randumb",)}
 OPTIONAL_SECTIONS = ("readout", "randumb")  # only the transfer streams have [readout]; randumb's defaults serve without [randumb]
 POSITIVE = ("stream.epochs", "stream.batch_size", "stream.eval_batch_size")
 
@@ -154,6 +160,12 @@ class Config:
     def as_dict(self) -> dict[str, dict]:
         """The sections as plain JSON values (what a run folder's config.json records)."""
         return {name: json.loads(json.dumps(asdict(getattr(self, name)))) for name in SECTIONS if getattr(self, name) is not None}
+
+
+def read_by(learner: str, section: str, key: str) -> bool:
+    """Whether a run of `learner` reads the setting `section`.`key` (``READ_ONLY_BY``)."""
+    readers = READ_ONLY_BY.get(f"{section}.{key}", READ_ONLY_BY.get(section))
+    return readers is None or learner in readers
 
 
 def randumb_settings(cfg: Config) -> RandumbSection:

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge import data, registry
-from hebbedge.config import Config, overridden, with_overrides
+from hebbedge.config import Config, overridden, read_by, with_overrides
 from hebbedge.files import BadFileError, atomic_write, load_torch, read_json, remove_temporaries, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
 from hebbedge.nets import build_net, readout_features, unsupervised_epoch  # noqa: F401  (readout_features: tests, notebooks)
@@ -67,6 +67,7 @@ class StreamRun:
     class_order: list[int] | None = None
     train_size: int | None = None  # quick runs and tests
     test_size: int | None = None
+    validation: int | None = None  # hold out this many training images as the test stream (the test set is not read)
     experiences: int | None = None  # train only the first N experiences (evaluated on the whole test stream)
     overrides: dict[str, dict] | None = None  # {section: {key: value}} replacing values of the stream's config
 
@@ -75,9 +76,12 @@ class StreamRun:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
         entry = registry.get(self.learner, "stream")
+        if self.freeze_c_after is None:
+            self.freeze_c_after = entry.freeze_c_after
         n_exp = SCENARIOS[self.scenario].n_experiences
         for option, value, least in (("--seed", self.seed, 0), ("--epochs", self.epochs, 1), ("--train-size", self.train_size, 1),
-                                     ("--test-size", self.test_size, 1), ("--experiences", self.experiences, 1)):
+                                     ("--test-size", self.test_size, 1), ("--validation", self.validation, 1),
+                                     ("--experiences", self.experiences, 1)):
             if value is not None and value < least:
                 raise ValueError(f"{option} must be at least {least}, got {value}")
         if self.experiences is not None and self.experiences > n_exp:
@@ -104,7 +108,8 @@ def run_config(run: StreamRun) -> Config:
 
 def settings(run: dict, cfg: dict) -> dict[str, object]:
     """Everything that makes a run what it is, from its fields (`asdict(StreamRun)`) and its config,
-    named as the user sets it. Values are the effective ones: an option left out and its default
+    named as the user sets it; a setting the run's learner does not read is left out (``config.READ_ONLY_BY``).
+    Values are the effective ones: an option left out and its default
     spelled out are the same run (and a field that older records lack has its default)."""
     run = {**{f.name: f.default for f in fields(StreamRun) if f.default is not MISSING}, **run}
     spec = SCENARIOS.get(run["scenario"])
@@ -113,8 +118,9 @@ def settings(run: dict, cfg: dict) -> dict[str, object]:
            "--freeze-c-after": run["freeze_c_after"], "--epochs": run["epochs"] or cfg["stream"]["epochs"],
            "--experiences": run["experiences"] or (spec and spec.n_experiences),
            "--class-order": (run["class_order"] or default_class_order(run["seed"])) if split else None,
-           "--train-size": run["train_size"], "--test-size": run["test_size"]}
-    out.update({f"{section}.{key}": value for section, values in cfg.items() for key, value in values.items()})
+           "--train-size": run["train_size"], "--test-size": run["test_size"], "--validation": run["validation"]}
+    out.update({f"{section}.{key}": value for section, values in cfg.items() for key, value in values.items()
+                if read_by(run["learner"], section, key)})
     return out
 
 
@@ -122,8 +128,10 @@ def setting_parts(run: StreamRun) -> list[str]:
     """The settings in which `run` departs from the defaults, as parts of a folder name (the names
     `default_run_dir` and `hebbedge compare` give), e.g. freeze-c-after1, readout.eta=0.02."""
     base = load_config(run.scenario)
-    parts = [f"{option}{value}" for option, value in (("freeze-c-after", run.freeze_c_after), ("train-size", run.train_size),
-                                                      ("test-size", run.test_size)) if value is not None]
+    own_freeze = registry.LEARNERS[run.learner].freeze_c_after  # frozen-c's freezing is its name, not a setting
+    parts = [f"{option}{value}" for option, value in (("freeze-c-after", None if run.freeze_c_after == own_freeze else run.freeze_c_after),
+                                                      ("train-size", run.train_size), ("test-size", run.test_size),
+                                                      ("validation", run.validation)) if value is not None]
     if run.epochs is not None and run.epochs != base.stream.epochs:
         parts.append(f"epochs{run.epochs}")
     if run.experiences is not None and run.experiences != SCENARIOS[run.scenario].n_experiences:
@@ -459,7 +467,7 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
         raise FileExistsError(f"{ckpt} exists: the run in {out} was interrupted; pass --resume to continue it")
     seed_everything(run.seed)
     bm = make_stream(run.scenario, seed=run.seed, class_order=run.class_order, data_dir=data_dir,
-                     train_size=run.train_size, test_size=run.test_size)
+                     train_size=run.train_size, test_size=run.test_size, validation=run.validation)
     in_shape = tuple(bm.train_stream[0].dataset[0][0].shape)
     n_classes = max(c for e in bm.train_stream for c in e.classes_in_this_experience) + 1  # one head, original ids
     n_train = min(len(bm.train_stream), run.experiences or len(bm.train_stream))

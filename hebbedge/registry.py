@@ -33,6 +33,7 @@ class Learner:
     rule: str | None = None  # unsupervised: the hidden layers' rule
     optimizer: str | None = None  # i.i.d. backprop twin: adam | sgd
     pretrained: bool = False  # readout: features pre-trained on the transfer scenario's host data
+    freeze_c_after: int | None = None  # stream runs freeze C after this experience unless told otherwise
 
     @property
     def stream(self) -> bool:
@@ -52,6 +53,8 @@ _BASELINES = {"naive": "fine-tuning, no protection from forgetting", "ewc": "ela
 
 LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("hebbian", "hebbian", "the Hebbian learner", "hebbian", "hebbian", iid=True, exports=True, compare_default=True),
+    Learner("frozen-c", "hebbian", "the Hebbian learner with C frozen after the first experience: the later ones "
+            "learn backprop-free, as on the device", "hebbian", "hebbian", exports=True, freeze_c_after=0),
     Learner("random", "hebbian", "its random-features control: hidden weights never learn, the readout does",
             "hebbian", "hebbian", iid=True, exports=True, compare_default=True, plastic=False),
     *(Learner(name, "unsupervised", text, "unsupervised", "unsupervised", rule=name) for name, text in _UNSUPERVISED.items()),

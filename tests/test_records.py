@@ -231,3 +231,25 @@ def test_an_iid_run_records_its_data_and_a_damaged_checkpoint_is_one_line(tmp_pa
     (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
     result = runner.invoke(app, args + ["--resume"])
     assert result.exit_code == 2 and "checkpoint.pt: expected the checkpoint.pt" in error_line(result.output)
+
+
+def test_a_setting_that_only_another_learner_reads_leaves_a_record_valid(tmp_path, tiny):
+    """Tuning EWC's lambda must not invalidate the runs of the learners that never read it (config.READ_ONLY_BY),
+    while the learner that reads it is refused by name."""
+    for learner in ("random-lda", "ewc"):
+        out = tmp_path / learner
+        base = ["train", "split-mnist", *tiny_options(tiny), "--learner", learner, "--out", str(out)]
+        assert runner.invoke(app, base).exit_code == 0
+        again = runner.invoke(app, base + ["--set", "backprop.ewc_lambda=7.0"])
+        if learner == "ewc":
+            assert again.exit_code == 2 and "backprop.ewc_lambda " in error_line(again.output)
+        else:
+            assert again.exit_code == 0 and "holds this run, finished" in again.output, again.output
+
+
+def test_frozen_c_freezes_after_the_first_experience_unless_told_otherwise():
+    assert StreamRun("split-mnist", "frozen-c").freeze_c_after == 0
+    assert StreamRun("split-mnist", "frozen-c", freeze_c_after=2).freeze_c_after == 2
+    assert StreamRun("split-mnist", "hebbian").freeze_c_after is None
+    assert default_run_dir(StreamRun("split-mnist", "frozen-c")).name == "split-mnist-frozen-c-seed0"
+    assert default_run_dir(StreamRun("split-mnist", "frozen-c", freeze_c_after=1)).name == "split-mnist-frozen-c-seed0-freeze-c-after1"
