@@ -270,6 +270,39 @@ def compare(
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
 
 
+@app.command()
+def tune(
+    scenario: str = typer.Argument(..., help="A stream (see `hebbedge scenarios`)."),
+    learners: str = typer.Option("ewc,si,lwf,replay", help="Comma-separated baselines to tune: ewc, si, lwf, replay."),
+    trials: int = typer.Option(4, help="Candidate settings per baseline, the same budget for each (2 to 10)."),
+    validation: int = typer.Option(10000, help="Training images held out as the validation stream (the test set is not used)."),
+    seed: int = typer.Option(0, help="Seed of every trial and of the hold-out."),
+    train_size: Optional[int] = TRAIN_SIZE,
+    device: str = DEVICE,
+    data_dir: Optional[str] = DATA_DIR,
+    out: Optional[Path] = typer.Option(None, help="Output directory (default results/tune-SCENARIO): a run folder per trial, tuned.json, report.md."),
+) -> None:
+    """Tune the backprop baselines' strengths on a validation stream, with the same number of trials each."""
+    from hebbedge.benchmarks.tune import MAX_TRIALS, MIN_TRIALS, RANGES
+    from hebbedge.benchmarks.tune import report as tune_report
+    from hebbedge.benchmarks.tune import tune as run_tune
+
+    check_stream(scenario)
+    names = [s.strip() for s in learners.split(",")]
+    unknown = [n for n in names if n not in RANGES]
+    if unknown or len(set(names)) != len(names):
+        fail(f"--learners expects distinct names among {', '.join(RANGES)} (comma-separated), got {learners!r}")
+    if not MIN_TRIALS <= trials <= MAX_TRIALS:
+        fail(f"--trials must be from {MIN_TRIALS} to {MAX_TRIALS} (candidate settings per baseline), got {trials}")
+    out = out or Path("results") / f"tune-{scenario}"
+    try:
+        record = run_tune(scenario, names, trials, validation, out, pick_device(device), data_dir, seed, train_size)
+    except (*data_errors(), FileExistsError) as err:
+        fail(str(err))
+    typer.echo(tune_report(record))
+    typer.echo(f"record: {out / 'tuned.json'} (and report.md, a run folder per trial)")
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict]:
     """--set SECTION.KEY=VALUE items as {section: {key: value}}, each value parsed as TOML."""
     from hebbedge.scenarios.configs import tomllib

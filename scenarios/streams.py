@@ -75,7 +75,7 @@ SCENARIOS: "OrderedDict[str, ScenarioSpec]" = OrderedDict((s.name, s) for s in (
 ))
 
 # Independent random streams derived from the seed: changing train_size never changes a permutation.
-_TAG_PERMUTE, _TAG_ROTATE, _TAG_TRAIN, _TAG_TEST = 1, 2, 3, 4
+_TAG_PERMUTE, _TAG_ROTATE, _TAG_TRAIN, _TAG_TEST, _TAG_VALIDATION = 1, 2, 3, 4, 5
 
 
 class StandardisedImages(Dataset):
@@ -108,20 +108,59 @@ def _rng(seed: int, tag: int) -> np.random.Generator:
     return np.random.default_rng([seed, tag])
 
 
-def _load(dataset: str, train: bool, data_dir, size: int | None, seed: int):
-    """(uint8 images, int64 labels, mean, std), cut to the first `size` of a per-seed shuffle."""
+def _read(dataset: str, train: bool, data_dir) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """(uint8 images, int64 labels, mean, std) of one split of the dataset."""
     if dataset == "cifar10":
         x, y = data.load_cifar10(train, data_dir)
         mean, std = CIFAR10_MEAN_STD
     else:
         x, y = data.load_split(dataset, train, data_dir)
         mean, std = data.MEAN_STD[dataset]
-    if size is not None and size < len(y):
-        keep = np.sort(_rng(seed, _TAG_TRAIN if train else _TAG_TEST).permutation(len(y))[:size])
-        keep = torch.from_numpy(keep)
-        x, y = x[keep], y[keep]
     # The resolver's floats are k/255 exactly: back to uint8 without loss.
     return x.mul_(255).round_().to(torch.uint8), y, np.atleast_1d(mean), np.atleast_1d(std)
+
+
+def _cut(x: torch.Tensor, y: torch.Tensor, size: int | None, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `size` samples of a shuffle by `rng`, in their original order (all without `size`)."""
+    if size is None or size >= len(y):
+        return x, y
+    keep = torch.from_numpy(np.sort(rng.permutation(len(y))[:size]))
+    return x[keep], y[keep]
+
+
+def hold_out(y: torch.Tensor, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): sorted indices of `y`, `size` of them held out, stratified by class.
+
+    After a per-seed shuffle, each sample's position within its class, as a fraction of the class,
+    orders the whole set; the first `size` in that order are held out. So each class gives its
+    share to within one sample, and every class of a split stream is in the validation stream.
+    """
+    perm = _rng(seed, _TAG_VALIDATION).permutation(len(y))
+    labels = y.numpy()[perm]
+    position = np.empty(len(perm))
+    for c in np.unique(labels):
+        mine = labels == c
+        position[mine] = (np.arange(mine.sum()) + 0.5) / mine.sum()
+    order = perm[np.argsort(position, kind="stable")]
+    return np.sort(order[size:]), np.sort(order[:size])
+
+
+def _load(dataset: str, data_dir, seed: int, train_size: int | None, test_size: int | None, validation: int | None):
+    """(train images, train labels, test images, test labels, mean, std): the training set cut to the
+    first `train_size` of a per-seed shuffle, the test set to `test_size`. With `validation`, that
+    many training images (`hold_out`) take the test set's place, which is never read, and the
+    training stream is cut from the rest."""
+    x, y, mean, std = _read(dataset, True, data_dir)
+    if validation is None:
+        xte, yte, _, _ = _read(dataset, False, data_dir)
+        xte, yte = _cut(xte, yte, test_size, _rng(seed, _TAG_TEST))
+    else:
+        if validation >= len(y):
+            raise ValueError(f"validation must leave training images: at most {len(y) - 1} of the {len(y)}, got {validation}")
+        kept, held = (torch.from_numpy(i) for i in hold_out(y, validation, seed))
+        x, y, xte, yte = x[kept], y[kept], x[held], y[held]
+    x, y = _cut(x, y, train_size, _rng(seed, _TAG_TRAIN))
+    return x, y, xte, yte, mean, std
 
 
 def _rotate(images: torch.Tensor, angle: float, chunk: int = 10000) -> torch.Tensor:
@@ -165,7 +204,7 @@ def default_class_order(seed: int) -> list[int]:
 
 def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None = None,
                 n_experiences: int | None = None, data_dir: str | Path | None = None,
-                train_size: int | None = None, test_size: int | None = None):
+                train_size: int | None = None, test_size: int | None = None, validation: int | None = None):
     """The Avalanche benchmark for stream `name` (a key of SCENARIOS); see the module docstring.
 
     class_order: split streams only; the classes in experience order (experience k gets
@@ -174,6 +213,9 @@ def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None =
     train_size / test_size: keep only the first N samples of a per-seed shuffle (no stratification;
     the split streams need every class present). Permuted / rotated experiences all hold the same
     kept images. Missing data raises the resolver's DataNotFoundError.
+    validation: hold out that many training images, stratified by class (`hold_out`, its own random
+    stream), as the test stream; the test set is then never read (test_size does not apply) and
+    train_size cuts what is left of the training set.
     """
     if name not in SCENARIOS:
         raise ValueError(f"unknown stream {name!r}; valid names: {', '.join(SCENARIOS)}")
@@ -181,6 +223,10 @@ def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None =
     seed = _check_int("seed", seed, 0, "a non-negative integer")
     n_exp = spec.n_experiences if n_experiences is None else _check_size("n_experiences", n_experiences)
     train_size, test_size = _check_size("train_size", train_size), _check_size("test_size", test_size)
+    validation = _check_size("validation", validation)
+    if validation is not None and test_size is not None:
+        raise ValueError(f"test_size does not apply with validation: the validation stream replaces the test set "
+                         f"(got test_size={test_size}, validation={validation})")
     if spec.kind == "split":
         if N_CLASSES % n_exp:
             raise ValueError(f"{name}: n_experiences must divide the {N_CLASSES} classes "
@@ -193,14 +239,14 @@ def make_stream(name: str, *, seed: int = 0, class_order: Sequence[int] | None =
     # Import here: Avalanche takes seconds to import, and SCENARIOS / configs should not pay that.
     from avalanche.benchmarks.scenarios.deprecated.generators import dataset_benchmark, nc_benchmark
 
-    xtr, ytr, mean, std = _load(spec.dataset, True, data_dir, train_size, seed)
-    xte, yte, _, _ = _load(spec.dataset, False, data_dir, test_size, seed)
+    xtr, ytr, xte, yte, mean, std = _load(spec.dataset, data_dir, seed, train_size, test_size, validation)
 
     if spec.kind == "split":
-        missing = sorted(set(range(N_CLASSES)) - set(ytr.tolist()))
-        if missing:
-            raise ValueError(f"{name}: classes {missing} have no training sample "
-                             f"(train_size={train_size} too small?)")
+        held = [("validation", yte, f"validation={validation}")] if validation else []
+        for part, labels, size in [("training", ytr, f"train_size={train_size}"), *held]:
+            missing = sorted(set(range(N_CLASSES)) - set(labels.tolist()))
+            if missing:
+                raise ValueError(f"{name}: classes {missing} have no {part} sample ({size} too small?)")
         bm = nc_benchmark(StandardisedImages(xtr, ytr, mean, std), StandardisedImages(xte, yte, mean, std),
                           n_experiences=n_exp, task_labels=False, shuffle=False,
                           fixed_class_order=order)
