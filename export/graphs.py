@@ -192,20 +192,56 @@ def block_gauss_jordan_graph(size: int, block: int) -> onnx.GraphProto:
     return graph
 
 
-def refresh_model(n_features: int, n_classes: int, shrinkage: float, block: int = BLOCK) -> onnx.ModelProto:
+def oas_nodes(n_features: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """covariance [d, d], samples -> shrinkage: ``hebbedge.readout.estimated_shrinkage("oas", ...)`` in
+    float32 ONNX operators, so that the refresh re-estimates it from the learned state as the host does:
+    rho = min(1, (alpha + mu^2) / ((n + 1)(alpha - mu^2 / d))) with mu = tr(Sigma) / d and alpha the mean
+    of Sigma's squared entries (1 when the denominator is 0), then lambda = rho mu / (1 - rho + rho mu),
+    clipped to [1e-12, 1]."""
+    n, f = helper.make_node, TensorProto.FLOAT
+    nodes = [
+        n("EyeLike", ["covariance"], ["cov_eye"]), n("Mul", ["covariance", "cov_eye"], ["cov_diag"]),
+        n("ReduceSum", ["cov_diag"], ["trace"], keepdims=0), n("Div", ["trace", "dim_f"], ["mu"]),
+        n("Mul", ["covariance", "covariance"], ["cov_squared"]), n("ReduceMean", ["cov_squared"], ["alpha"], keepdims=0),
+        n("Mul", ["mu", "mu"], ["mu_squared"]), n("Add", ["alpha", "mu_squared"], ["oas_num"]),
+        n("Div", ["mu_squared", "dim_f"], ["mu_squared_d"]), n("Sub", ["alpha", "mu_squared_d"], ["spread"]),
+        n("Add", ["samples", "one_f"], ["samples_1"]), n("Mul", ["samples_1", "spread"], ["oas_den"]),
+        n("Max", ["oas_den", "tiny_f"], ["oas_den_safe"]), n("Div", ["oas_num", "oas_den_safe"], ["oas_ratio"]),
+        n("Min", ["oas_ratio", "one_f"], ["rho_clipped"]), n("Greater", ["oas_den", "zero_f"], ["oas_defined"]),
+        n("Where", ["oas_defined", "rho_clipped", "one_f"], ["rho"]),
+        n("Mul", ["rho", "mu"], ["rho_mu"]), n("Sub", ["one_f", "rho"], ["one_minus_rho"]),
+        n("Add", ["one_minus_rho", "rho_mu"], ["lambda_den"]), n("Max", ["lambda_den", "tiny_f"], ["lambda_den_safe"]),
+        n("Div", ["rho_mu", "lambda_den_safe"], ["lambda_raw"]), n("Clip", ["lambda_raw", "floor_f", "one_f"], ["shrinkage"]),
+    ]
+    return nodes, [_const("dim_f", float(n_features), f), _const("tiny_f", 1e-30, f), _const("floor_f", 1e-12, f)]
+
+
+def refresh_model(n_features: int, n_classes: int, shrinkage: float, block: int = BLOCK,
+                  estimator: str = "fixed") -> onnx.ModelProto:
     """(count [C], mean [C, d], scatter [d, d]) -> (weight [C, d], bias [C], centre [d]):
     ``hebbedge.readout.classifier`` in float32 ONNX operators, its solve by blocks of Gauss-Jordan.
-    The system is padded to a multiple of `block` with identity rows (their solution is 0)."""
+    The system is padded to a multiple of `block` with identity rows (their solution is 0).
+    `estimator` "fixed": the readout's `shrinkage`; "oas": estimated from the state at every refresh (``oas_nodes``)."""
+    if estimator not in ("fixed", "oas"):
+        raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
     n, f = helper.make_node, TensorProto.FLOAT
     padded = -(-n_features // block) * block
     pad = padded - n_features
-    # The ridge of the padded system: shrinkage on the real diagonal, 1 on the padding's.
-    ridge = np.concatenate([np.full(n_features, shrinkage, np.float32), np.ones(pad, np.float32)])
+    # The ridge of the padded system: the shrinkage on the real diagonal, 1 on the padding's.
+    on_real = np.concatenate([np.ones(n_features, np.float32), np.zeros(pad, np.float32)])
+    if estimator == "fixed":
+        shrink_nodes, shrink_init = [], [_const("keep", 1.0 - shrinkage, f),
+                                         helper.make_tensor("ridge", f, [padded], on_real * shrinkage + (1 - on_real))]
+    else:
+        shrink_nodes, shrink_init = oas_nodes(n_features)
+        shrink_nodes += [n("Sub", ["one_f", "shrinkage"], ["keep"]), n("Mul", ["on_real", "shrinkage"], ["ridge_real"]),
+                         n("Add", ["ridge_real", "on_pad"], ["ridge"])]
+        shrink_init += [helper.make_tensor("on_real", f, [padded], on_real), helper.make_tensor("on_pad", f, [padded], 1 - on_real)]
     nodes = [
         n("ReduceSum", ["count"], ["total"], keepdims=0), n("Max", ["total", "one_f"], ["samples"]),
         n("Unsqueeze", ["count", "axis0"], ["count_row"]), n("MatMul", ["count_row", "mean"], ["count_mean"]),
         n("Div", ["count_mean", "samples"], ["centre_row"]), n("Squeeze", ["centre_row", "axis0"], ["centre"]),
-        n("Div", ["scatter", "samples"], ["covariance"]), n("Mul", ["covariance", "keep"], ["shrunk"]),
+        n("Div", ["scatter", "samples"], ["covariance"]), *shrink_nodes, n("Mul", ["covariance", "keep"], ["shrunk"]),
         n("Pad", ["shrunk", "pad_square"], ["shrunk_padded"]),
         n("EyeLike", ["shrunk_padded"], ["eye"]), n("Mul", ["eye", "ridge"], ["ridge_diag"]),
         n("Add", ["shrunk_padded", "ridge_diag"], ["lhs"]),
@@ -226,7 +262,7 @@ def refresh_model(n_features: int, n_classes: int, shrinkage: float, block: int 
         _const("solution_start", [0, padded], dims=[2]), _const("solution_end", [n_features, padded + n_classes], dims=[2]),
         _const("axes01", [0, 1], dims=[2]), _const("axis0", [0], dims=[1]), _const("axis1", [1], dims=[1]),
         _const("one_f", 1.0, f), _const("zero_f", 0.0, f), _const("minus_half", -0.5, f), _const("unseen", UNSEEN, f),
-        _const("keep", 1.0 - shrinkage, f), helper.make_tensor("ridge", f, [padded], ridge),
+        *shrink_init,
     ]
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(

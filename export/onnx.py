@@ -92,7 +92,8 @@ def cycle_graphs(model: nn.Sequential, in_shape: tuple[int, ...], mean: tuple[fl
                 ["images", *head], ["logits"], ["images", "logits"])
         _export(ReadoutLearn(features, readout.n_classes, mean, std), (example, labels, *(t[k] for k in learned)),
                 out / "learn.onnx", ["images", "labels", *learned], [k + "_new" for k in learned], ["images", "labels"])
-        atomic_write(out / "refresh.onnx", lambda tmp: onnx.save(refresh_model(readout.n_features, readout.n_classes, readout.shrinkage), tmp))
+        atomic_write(out / "refresh.onnx", lambda tmp: onnx.save(refresh_model(
+            readout.n_features, readout.n_classes, readout.shrinkage, estimator=readout.estimator), tmp))
         return "readout", {
             "predict": {"file": "predict.onnx", "inputs": ["images", *head], "outputs": ["logits"]},
             "learn": {"file": "learn.onnx", "inputs": ["images", "labels", *learned], "outputs": learned, "min_batch": 1},

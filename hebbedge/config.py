@@ -128,14 +128,16 @@ class RandumbSection:
 
 SECTIONS: dict[str, type] = {"stream": StreamSection, "model": ModelSection, "hebbian": HebbianSection,
                              "backprop": BackpropSection, "unsupervised": UnsupervisedSection, "hybrid": HybridSection,
-                             "readout": ReadoutSection, "randumb": RandumbSection}
+                             "readout": ReadoutSection, "randumb": RandumbSection, "conv_lda": ReadoutSection}
 # Settings that only some learners read: a run of any other learner does not depend on them, so changing one
 # (tuning EWC's lambda, say) leaves the records of those runs valid (``hebbedge.continual.settings``).
 # A key, or a whole section.
 READ_ONLY_BY: dict[str, tuple[str, ...]] = {
     "backprop.ewc_lambda": ("ewc",), "backprop.si_lambda": ("si",), "backprop.lwf_alpha": ("lwf",),
-    "backprop.lwf_temperature": ("lwf",), "backprop.replay_mem_size": ("replay",), "randumb": ("randumb",)}
-OPTIONAL_SECTIONS = ("readout", "randumb")  # only the transfer streams have [readout]; randumb's defaults serve without [randumb]
+    "backprop.lwf_temperature": ("lwf",), "backprop.replay_mem_size": ("replay",), "randumb": ("randumb",),
+    "conv_lda": ("conv-lda",)}
+# Only the transfer streams have [readout]; randumb's and conv-lda's defaults serve without their sections.
+OPTIONAL_SECTIONS = ("readout", "randumb", "conv_lda")
 POSITIVE = ("stream.epochs", "stream.batch_size", "stream.eval_batch_size")
 
 
@@ -155,6 +157,7 @@ class Config:
     hybrid: HybridSection = HybridSection()
     readout: ReadoutSection | None = None
     randumb: RandumbSection | None = None  # None: RandumbSection's defaults (``randumb_settings``)
+    conv_lda: ReadoutSection | None = None  # None: CONV_LDA (``conv_lda_settings``)
     source: str = field(default="defaults", compare=False)
 
     def as_dict(self) -> dict[str, dict]:
@@ -166,6 +169,16 @@ def read_by(learner: str, section: str, key: str) -> bool:
     """Whether a run of `learner` reads the setting `section`.`key` (``READ_ONLY_BY``)."""
     readers = READ_ONLY_BY.get(f"{section}.{key}", READ_ONLY_BY.get(section))
     return readers is None or learner in readers
+
+
+# conv-lda (issue 18, docs/frontier.md): the readout's random conv bank, widened to the feature budget
+# (128 channels x 4 x 4 = 2048 features), its shrinkage estimated by OAS. Never trained.
+CONV_LDA = ReadoutSection(channels=128, shrinkage_estimator="oas")
+
+
+def conv_lda_settings(cfg: Config) -> ReadoutSection:
+    """The config's [conv_lda] section, or CONV_LDA when the config has none."""
+    return cfg.conv_lda if cfg.conv_lda is not None else CONV_LDA
 
 
 def randumb_settings(cfg: Config) -> RandumbSection:

@@ -245,7 +245,7 @@ class DistributedReadout:
         self.features, self.readout = features.eval(), readout
         broadcast_state_(features)
         # What this rank accumulated since the last sync.
-        self.pending = LDAReadout(readout.n_features, readout.n_classes, readout.shrinkage).to(readout.count.device)
+        self.pending = LDAReadout(readout.n_features, readout.n_classes, readout.shrinkage, readout.estimator).to(readout.count.device)
         self.model = nn.Sequential(self.features, self.readout)
 
     @torch.no_grad()

@@ -8,16 +8,18 @@ protocols of hebbedge/benchmarks/softhebb.py and semisup.py use them). No Avalan
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from hebbedge.config import Config, HebbianSection, ModelSection, randumb_settings
+from hebbedge.config import Config, HebbianSection, ModelSection, conv_lda_settings, randumb_settings
 from hebbedge.layers import HebbConv2d, HebbLayer
 from hebbedge.learner import HebbianLearner
 from hebbedge.models import AdaptiveAvgPool, MaxPool2d, softhebb_init_, thesis_conv, thesis_linear
-from hebbedge.readout import LDAReadout, classifier, estimated_shrinkage
+from hebbedge.readout import LDAReadout
 from hebbedge.registry import Learner
 from hebbedge.rules import HPCARule, SoftHebbRule, SWTARule, TeacherRule, WTARule
 
@@ -128,24 +130,6 @@ class RandomReLUExpansion(nn.Module):
         return torch.relu(x @ self.weight)
 
 
-class EstimatedShrinkageLDA(LDAReadout):
-    """``LDAReadout`` whose shrinkage is estimated from its own sums at each solve (OAS, see
-    ``readout.estimated_shrinkage``) instead of fixed; `shrinkage` holds the last estimate."""
-
-    def __init__(self, n_features: int, n_classes: int, estimator: str = "oas", shrinkage: float = 1e-4) -> None:
-        super().__init__(n_features, n_classes, shrinkage)
-        self.estimator = estimator
-
-    @torch.no_grad()
-    def solve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.count.sum() > 0:
-            self.shrinkage = estimated_shrinkage(self.estimator, self.count, self.covariance(), self.shrinkage)
-        return classifier(self.count, self.means(), self.scatter(), self.shrinkage)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", estimator={self.estimator}"
-
-
 def scale_gamma(n_in: int) -> float:
     """sklearn's gamma='scale', 1 / (n_in * X.var()), with X.var() = 1: the stream's pixels are standardised
     with their dataset's mean and std (hebbedge.data.MEAN_STD), so their variance is 1 by construction; no
@@ -159,7 +143,7 @@ def randumb_model(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tup
     r = randumb_settings(cfg)
     n_in = int(np.prod(in_shape))
     features = RandomFourierFeatures(n_in, r.features, r.gamma or scale_gamma(n_in))
-    return features, EstimatedShrinkageLDA(r.features, n_classes, r.shrinkage_estimator, r.shrinkage)
+    return features, LDAReadout(r.features, n_classes, r.shrinkage, r.shrinkage_estimator)
 
 
 def readout_features(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Sequential, int]:
@@ -187,9 +171,8 @@ def readout_model(cfg: Config, in_shape: tuple[int, ...], n_classes: int) -> tup
     """The readout learners' features (random weights, see ``readout_features``) and their empty LDA readout."""
     features, width = readout_features(cfg, in_shape, n_classes)
     shrinkage = cfg.readout.shrinkage if cfg.readout is not None else cfg.backprop.slda_shrinkage
-    if cfg.readout is not None and cfg.readout.shrinkage_estimator != "fixed":
-        return features, EstimatedShrinkageLDA(width, n_classes, cfg.readout.shrinkage_estimator, shrinkage)
-    return features, LDAReadout(width, n_classes, shrinkage)
+    estimator = cfg.readout.shrinkage_estimator if cfg.readout is not None else "fixed"
+    return features, LDAReadout(width, n_classes, shrinkage, estimator)
 
 
 def build_net(learner: Learner, cfg: Config, in_shape: tuple[int, ...], n_classes: int,
@@ -198,6 +181,8 @@ def build_net(learner: Learner, cfg: Config, in_shape: tuple[int, ...], n_classe
     learner's is Sequential(features, LDAReadout)."""
     if learner.net == "readout":
         return nn.Sequential(*readout_model(cfg, in_shape, n_classes)).to(device)
+    if learner.net == "conv-readout":  # the readout learners' network with [conv_lda] as its [readout] block
+        return nn.Sequential(*readout_model(replace(cfg, readout=conv_lda_settings(cfg)), in_shape, n_classes)).to(device)
     if learner.net == "rff":
         return nn.Sequential(*randumb_model(cfg, in_shape, n_classes)).to(device)
     if learner.net == "plain":

@@ -41,11 +41,15 @@ class LDAReadout(nn.Module):
     total: torch.Tensor
     moment: torch.Tensor
 
-    def __init__(self, n_features: int, n_classes: int, shrinkage: float = 1e-4) -> None:
+    def __init__(self, n_features: int, n_classes: int, shrinkage: float = 1e-4, estimator: str = "fixed") -> None:
         super().__init__()
         if not 0.0 < shrinkage <= 1.0:
             raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
-        self.n_features, self.n_classes, self.shrinkage = n_features, n_classes, shrinkage
+        if estimator not in ("fixed", "oas"):
+            raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
+        # estimator "oas": `shrinkage` is estimated from the sums at each solve (``estimated_shrinkage``),
+        # and holds the last estimate
+        self.n_features, self.n_classes, self.shrinkage, self.estimator = n_features, n_classes, shrinkage, estimator
         self.register_buffer("count", torch.zeros(n_classes, dtype=torch.float64))
         self.register_buffer("total", torch.zeros(n_classes, n_features, dtype=torch.float64))
         self.register_buffer("moment", torch.zeros(n_features, n_features, dtype=torch.float64))
@@ -78,6 +82,8 @@ class LDAReadout(nn.Module):
     @torch.no_grad()
     def solve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight [C, d], bias [C], centre [d]) of the centred linear classifier, in float64."""
+        if self.estimator != "fixed" and self.count.sum() > 0:
+            self.shrinkage = estimated_shrinkage(self.estimator, self.count, self.covariance(), self.shrinkage)
         return classifier(self.count, self.means(), self.scatter(), self.shrinkage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +94,7 @@ class LDAReadout(nn.Module):
         return scores(x.to(torch.float64), *self._solved).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"n_features={self.n_features}, n_classes={self.n_classes}, shrinkage={self.shrinkage}"
+        return f"n_features={self.n_features}, n_classes={self.n_classes}, shrinkage={self.shrinkage}, estimator={self.estimator}"
 
 
 def merge(features: torch.Tensor, one_hot: torch.Tensor, count: torch.Tensor, mean: torch.Tensor,

@@ -24,7 +24,7 @@ class Learner:
     name: str
     family: str  # a key of FAMILIES
     help: str
-    net: str  # hebbian | unsupervised | hybrid | plain | readout | rff: how nets.build_net builds its network
+    net: str  # hebbian | unsupervised | hybrid | plain | readout | conv-readout | rff: how nets.build_net builds it
     strategy: str | None = None  # how it trains on a stream (continual.STRATEGIES); None: i.i.d. only
     iid: bool = False  # `hebbedge train mnist` trains it
     exports: bool = False  # `hebbedge export` writes its run's model directory
@@ -68,7 +68,9 @@ LEARNERS: dict[str, Learner] = {entry.name: entry for entry in (
     Learner("softhebb-lda", "readout", "the same readout on SoftHebb features pre-trained on host data (transfer scenarios)",
             "readout", "readout", exports=True, pretrained=True),
     Learner("randumb", "readout", "RanDumb: the same readout (OAS shrinkage) on random Fourier features of the pixels",
-            "rff", "readout"),
+            "rff", "readout", exports=True),
+    Learner("conv-lda", "readout", "the same readout (OAS shrinkage) on a wide random conv bank: 128 5x5 channels pooled to "
+            "4x4, 2048 features (docs/frontier.md)", "conv-readout", "readout", exports=True),
 )}
 
 

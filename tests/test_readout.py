@@ -66,22 +66,23 @@ def test_float32_merge_and_gauss_jordan_equal_the_float64_sums_and_solve():
         assert torch.allclose(ours, theirs, atol=1e-9)
 
 
-@pytest.mark.parametrize("n_features", [5, 32, 70])
-def test_the_refresh_graph_equals_the_float64_classifier_on_every_runtime(n_features, tmp_path):
+@pytest.mark.parametrize("n_features, estimator", [(5, "fixed"), (32, "fixed"), (70, "fixed"), (5, "oas"), (70, "oas")])
+def test_the_refresh_graph_equals_the_float64_classifier_on_every_runtime(n_features, estimator, tmp_path):
     """The ONNX refresh (blocked Gauss-Jordan in a Scan, padded to whole blocks) on each runtime against
-    hebbedge.readout.classifier in float64; 5 and 70 features exercise the padding, 32 one whole block."""
+    the readout's float64 solve; 5 and 70 features exercise the padding, 32 one whole block. With "oas" the
+    graph estimates the shrinkage from the state as LDAReadout.solve does (here far from the fixed 0.01)."""
     import onnx
 
     from hebbedge.export.graphs import refresh_model
     from hebbedge.export.runtimes import available, open_graph
-    from hebbedge.readout import classifier
 
     x, y = data(n=400, d=n_features, classes=6)
-    lda = LDAReadout(n_features, 8, shrinkage=0.01)
+    lda = LDAReadout(n_features, 8, shrinkage=0.01, estimator=estimator)
     lda.accumulate(x, y)
-    expected = classifier(lda.count, lda.means(), lda.scatter(), 0.01)
+    expected = lda.solve()
+    assert (lda.shrinkage == 0.01) == (estimator == "fixed")
     path = tmp_path / "refresh.onnx"
-    onnx.save(refresh_model(n_features, 8, 0.01), str(path))
+    onnx.save(refresh_model(n_features, 8, 0.01, estimator=estimator), str(path))
     feeds = {"count": lda.count.float().numpy(), "mean": lda.means().float().numpy(), "scatter": lda.scatter().float().numpy()}
     for runtime in available():
         weight, bias, centre = open_graph(runtime, path)(feeds)
