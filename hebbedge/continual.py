@@ -51,6 +51,7 @@ from hebbedge import data, registry
 from hebbedge.config import Config, overridden, read_by, with_overrides
 from hebbedge.files import BadFileError, atomic_write, load_torch, read_json, remove_temporaries, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
+from hebbedge.readout import LDAReadout
 from hebbedge.nets import build_net, readout_features, unsupervised_epoch  # noqa: F401  (readout_features: tests, notebooks)
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy, ReadoutStrategy
 
@@ -445,6 +446,34 @@ def _locked(out: Path) -> Iterator[None]:
         raise
 
 
+class Timed:
+    """Trains a strategy on experiences and sums the time spent in training (evaluation left out) and the
+    samples trained on (times the epochs), in this process: the learner's update cost as run."""
+
+    def __init__(self) -> None:
+        self.seconds, self.samples = 0.0, 0
+
+    def __call__(self, strategy, experiences) -> None:
+        start = time.perf_counter()
+        strategy.train(experiences)
+        self.seconds += time.perf_counter() - start
+        experiences = [experiences] if hasattr(experiences, "dataset") else experiences  # one, or a whole stream (joint)
+        self.samples += sum(len(e.dataset) for e in experiences) * strategy.train_epochs
+
+
+def net_size(strategy) -> dict[str, int | None]:
+    """The width of the features the output layer reads, and for an LDA readout the bytes of its learned
+    state on the edge (float32 counts, class means and pooled scatter: 4 (C + C d + d^2)); None otherwise."""
+    model = strategy.model
+    if isinstance(strategy, StreamingLDA):  # Avalanche keeps the LDA's state in the strategy, the features in the model
+        d, c = strategy.input_size, len(strategy.cK)
+    elif isinstance(model, nn.Sequential) and isinstance(model[-1], LDAReadout):
+        d, c = model[-1].n_features, model[-1].n_classes
+    else:
+        return {"features": [m for m in model.modules() if hasattr(m, "in_features")][-1].in_features, "readout_state_bytes": None}
+    return {"features": d, "readout_state_bytes": 4 * (c + c * d + d * d)}
+
+
 def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_dir: str | None = None,
                resume: bool = False, progress: bool = True, stop_after: int | None = None, verbose: bool = False) -> dict:
     """Train `run` on its stream and write config, metrics and checkpoint under `out_dir`.
@@ -490,20 +519,21 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
             # This command's choice of output, not the interrupted one's.
             strategy.plugins = [p for p in strategy.plugins if not isinstance(p, ExperienceProgress)] + ([bars] if progress else [])
             strategy.evaluator.loggers = loggers
-        start = time.time()
+        start, trained = time.time(), Timed()
         if run.learner == "joint":
             if start_exp == 0:
-                strategy.train(bm.train_stream)
+                trained(strategy, bm.train_stream)
                 strategy.eval(bm.test_stream)
                 save_run_checkpoint(ckpt, strategy, len(bm.train_stream))
         else:
             for i in range(start_exp, n_train):
                 if stop_after is not None and i >= stop_after:
                     return {}
-                strategy.train(bm.train_stream[i])
+                trained(strategy, bm.train_stream[i])
                 strategy.eval(bm.test_stream)
                 save_run_checkpoint(ckpt, strategy, i + 1)
         results = {"run": asdict(run), "device": str(device), "seconds": time.time() - start,
+                   "train_seconds": trained.seconds, "train_samples": trained.samples, **net_size(strategy),
                    "classes_per_experience": [sorted(e.classes_in_this_experience) for e in bm.test_stream],
                    "protocols": matrix.results()}
         model_file = out / "model.pt"  # the final weights alone, for export and inspection

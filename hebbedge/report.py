@@ -53,11 +53,16 @@ def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
 
 
 def aggregate(results: dict[str, list[dict]]) -> dict:
-    """mean and std over seeds of every metric, per learner and protocol."""
+    """mean and std over seeds of every metric, per learner and protocol; and under "cost" the learner's
+    feature width, readout state bytes and training time per sample (ms, as run; None where the records
+    of older versions lack them)."""
     table = {}
     for learner, runs in results.items():
         protocols = runs[0]["protocols"]
         table[learner] = {p: {m: _mean_std([r["protocols"][p][m] for r in runs]) for m in METRICS} for p in protocols}
+        per_sample = [1000 * r["train_seconds"] / r["train_samples"] for r in runs if r.get("train_samples")]
+        table[learner]["cost"] = {"features": runs[0].get("features"), "readout_state_bytes": runs[0].get("readout_state_bytes"),
+                                  "ms_per_sample": _mean_std(per_sample)}
     return table
 
 
@@ -65,16 +70,27 @@ def _cell(stat: tuple[float, float] | None) -> str:
     return "n/a" if stat is None else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
 
 
+def _cost_cells(cost: dict) -> list[str]:
+    state, per_sample = cost["readout_state_bytes"], cost["ms_per_sample"]
+    return [str(cost["features"] or "n/a"), "n/a" if state is None else f"{state / 1e6:.2f}",
+            "n/a" if per_sample is None else f"{per_sample[0]:.3f} ± {per_sample[1]:.3f}"]
+
+
 def markdown_table(table: dict, seeds: int) -> str:
-    protocols = list(next(iter(table.values())))
-    header = "| learner | family | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS) + " |"
-    lines = [header, "|" + " --- |" * (2 + len(protocols) * len(METRICS))]
+    protocols = [p for p in next(iter(table.values())) if p != "cost"]
+    header = ("| learner | family | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS)
+              + " | features | readout state (MB) | training (ms/sample) |")
+    lines = [header, "|" + " --- |" * (5 + len(protocols) * len(METRICS))]
     for learner, row in table.items():
-        lines.append(f"| {learner} | {registry.LEARNERS[learner].family} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS) + " |")
+        lines.append(f"| {learner} | {registry.LEARNERS[learner].family} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS)
+                     + " | " + " | ".join(_cost_cells(row["cost"])) + " |")
     lines.append(f"\nMean ± std over {seeds} seed(s), in percent. final avg acc: mean accuracy over all test experiences "
                  "after the last one; forgetting: accuracy right after training an experience minus the final one "
                  "(Avalanche's definition), averaged over all but the last; BWT = −forgetting. Joint trains once on "
-                 "the whole stream, so it has neither.")
+                 "the whole stream, so it has neither. features: the width the output layer (or readout) reads; readout "
+                 "state: an LDA readout's learned float32 state on the edge, 4 (C + C d + d²) bytes; training: seconds spent "
+                 "in training (evaluation left out) per training sample, as run on this machine (mean ± std over seeds; "
+                 "shared CPUs make it noisy).")
     return "\n".join(lines)
 
 
