@@ -23,14 +23,14 @@ from hebbedge.files import atomic_write, save_json
 CRITERION = "class-incremental final average accuracy on the validation stream"
 MIN_TRIALS, MAX_TRIALS = 2, 10  # a choice needs two candidates; beyond ten the ranges below are sampled finer than matters
 
-# The ranges the K candidates are log-spaced over, each spanning what the literature uses. EWC λ:
-# Avalanche's example uses 0.4, Hsu et al.'s Split-MNIST 100 to 800, van de Ven et al. (Three
-# scenarios for continual learning) search up to 1e9 in the class-incremental case: six decades
-# from 1, which hold our old default 100. SI's c: 0.1 to 1e4 in van de Ven et al.'s search; the
-# same six decades from 0.01 hold our old default 1. LwF: Li & Hoiem's α = 1 and T = 2;
-# Avalanche's Split-MNIST example raises α to 3.2; α from 1 to 10, and T at 1 and 2 when an even
-# budget of 4 or more leaves two α for each (T matters less than α), else T = 2. Replay: 200 is Avalanche's default memory, 2000 van de
-# Ven et al.'s class-incremental budget; 250 to 2000 gives 250, 500, 1000, 2000 at K = 4.
+# The ranges the K candidates are log-spaced over. EWC and SI: six decades each, from the low end
+# of the values in use (Avalanche's EWC example 0.4, Hsu et al.'s Split-MNIST EWC 100 to 800, our
+# old defaults EWC 100 and SI 1) to far above them, because the class-incremental case wants much
+# stronger regularisation than the task-incremental one those values were set for. LwF: Li &
+# Hoiem's α = 1 and T = 2, Avalanche's Split-MNIST example raises α to 3.2: α from 1 to 10, and T
+# at 1 and 2 when an even budget of 4 or more leaves two α for each (T matters less than α), else
+# T = 2. Replay: Avalanche's default memory is 200 samples, 2000 the class-incremental Split-MNIST
+# budget of van de Ven et al.'s scenarios; 250 to 2000 gives 250, 500, 1000, 2000 at K = 4.
 RANGES = {"ewc": {"ewc_lambda": (1.0, 1e6)}, "si": {"si_lambda": (0.01, 1e4)},
           "lwf": {"lwf_alpha": (1.0, 10.0)}, "replay": {"replay_mem_size": (250, 2000)}}
 LWF_TEMPERATURES = (1.0, 2.0)
@@ -87,10 +87,10 @@ def _show(setting: dict) -> str:
 
 def report(record: dict) -> str:
     """tuned.json's record as Markdown: every trial's validation accuracy, the chosen one in bold."""
-    size = record["train_size"] or "all remaining"
+    size = record["train_size"] or "the remaining"
     lines = [f"# {record['scenario']}: baselines tuned on a validation stream",
              "", f"{record['validation']} training images held out as the validation stream (stratified by class; "
-                 f"the test set is not used), {size} training images, seed {record['seed']}, "
+                 f"the test set is not used), training on {size} training images, seed {record['seed']}, "
                  f"{record['trials_per_method']} trials per method; criterion: {record['criterion']}.",
              "", "| method | setting | validation acc (%) |", "| --- | --- | --- |"]
     for method, entry in record["methods"].items():
