@@ -281,7 +281,7 @@ def test_load_config(name):
     transfer = SCENARIOS[name].pretrain is not None
     randumb = SCENARIOS[name].dataset in ("mnist", "fashion-mnist") and name.startswith("split")  # the split streams
     assert set(cfg.as_dict()) == ({"stream", "model", "hebbian", "backprop", "unsupervised", "hybrid"}
-                                  | ({"readout"} if transfer else set()) | ({"randumb"} if randumb else set()))
+                                  | ({"readout"} if transfer else set()) | ({"randumb", "conv_lda"} if randumb else set()))
     assert set(cfg.unsupervised.eta) == {"softhebb", "swta", "hpca", "wta"}
     assert cfg.stream == StreamSection(n_experiences=SCENARIOS[name].n_experiences, epochs=1, batch_size=64, eval_batch_size=1000)
     assert cfg.model.arch == ("conv" if name == "split-cifar10" else "linear")
