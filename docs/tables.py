@@ -174,14 +174,24 @@ def transfer_reruns() -> str:
 # docs/edge.md
 
 
-@table
-def edge_check() -> str:
+def check_table(folder: str) -> str:
+    """An `hebbedge edge check --out FOLDER` matrix."""
     rows = [[r["runtime"], r["precision"], f"{pct(r['agreement'])}%", f"{r['max_logit_error']:.1e}",
              " / ".join(pct(a) for a in r["accuracy"]), pct(r["average"]), f"{r['predict_ms']:.3f}", f"{r['learn_ms']:.2f}",
              f"{r['refresh_ms']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}"]
-            for r in load("edge-check-softhebb-lda/check.json")["rows"]]
+            for r in load(f"{folder}/check.json")["rows"]]
     return markdown(["runtime", "precision", "agrees with ORT fp32", "max logit error", "final row (%)", "average (%)",
                      "predict b1 (ms)", "learn b64 (ms)", "refresh (ms)", "peak RSS (MB)", "files (MB)"], rows)
+
+
+@table
+def edge_check() -> str:
+    return check_table("edge-check-softhebb-lda")
+
+
+@table
+def edge_check_conv_lda() -> str:
+    return check_table("edge-check-conv-lda")
 
 
 # docs/benchmark.md
@@ -413,6 +423,52 @@ def fleet() -> str:
     return markdown_table(load("fleet/summary.json"))
 
 
+# docs/domain-incremental.md
+
+DOMAIN = {"frozen-c": "`frozen-c` (C by backprop on experience 1, then frozen: backprop-free updates)",
+          "hebbian": "`hebbian` (C trained by backprop throughout)", "random": "`random` (control: hidden layers never learn)",
+          "naive": "`naive` (backprop fine-tuning)", "random-lda": "`random-lda` (LDA readout, fixed random features)",
+          "randumb": "`randumb` (LDA readout, random Fourier features)", "joint": "`joint` (whole stream at once, 1 epoch)"}
+
+
+def domain(scenario: str) -> str:
+    """A domain-incremental comparison, from each finished run's metrics.json (learners may have different
+    numbers of seeds). Every experience holds all ten classes, so the task-aware protocol is the
+    class-incremental one: checked on every run's matrices, and one set of columns serves."""
+    def stat(values: list[float | None]) -> str:  # mean ± std over seeds, as hebbedge compare's report gives it
+        values = [v for v in values if v is not None]  # joint has no forgetting, nor a matrix diagonal
+        return mean_std([statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]) if values else "n/a"
+
+    rows, sizes = [], set()
+    for learner, name in DOMAIN.items():
+        runs = [json.loads(path.read_text()) for path in sorted((RESULTS / f"domain-{scenario}" / learner).glob("seed*/metrics.json"))]
+        if not runs:
+            continue
+        if any(r["protocols"]["class-incremental"]["matrix"] != r["protocols"]["task-aware"]["matrix"] for r in runs):
+            raise ValueError(f"domain-{scenario}/{learner}: the two protocols differ on a domain-incremental stream")
+        ci = [r["protocols"]["class-incremental"] for r in runs]
+        sizes |= {(r["run"]["train_size"], r["run"]["test_size"], r["run"]["epochs"]) for r in runs}
+
+        rows.append([name, ",".join(str(r["run"]["seed"]) for r in runs), stat([p["final_avg_acc"] for p in ci]),
+                     stat([p["forgetting"] for p in ci]), stat([p["bwt"] for p in ci]),
+                     stat([statistics.fmean(row[i] for i, row in enumerate(p["matrix"])) if len(p["matrix"]) > 1 else None for p in ci]),
+                     f"{statistics.fmean(r['seconds'] for r in runs):.0f} s"])
+    if len(sizes) > 1:
+        raise ValueError(f"domain-{scenario}: runs of different sizes or epochs {sorted(sizes, key=str)} in one table")
+    return markdown(["learner", "seeds", "final avg acc", "forgetting", "BWT", "accuracy right after learning (avg)",
+                     "wall time per run (shared CPU)"], rows)
+
+
+@table
+def domain_permuted_mnist() -> str:
+    return domain("permuted-mnist")
+
+
+@table
+def domain_rotated_mnist() -> str:
+    return domain("rotated-mnist")
+
+
 def fill(text: str) -> tuple[str, list[str]]:
     """The text with every table regenerated, and the names of the tables that changed."""
     stale = []
@@ -443,3 +499,46 @@ def main(check: bool) -> int:
 
 if __name__ == "__main__":
     sys.exit(main("--check" in sys.argv[1:]))
+
+
+# docs/frontier.md
+
+FRONTIER = {"conv-lda": "`conv-lda`: random 5×5 conv bank, 128 channels × 4², OAS", "randumb": "`randumb`: random Fourier features of the pixels, OAS",
+            "random-lda": "`random-lda`: random 784-1000-1000 tanh MLP, λ 1e-4", "naive": "`naive` (backprop fine-tuning)",
+            "ewc": "`ewc`, tuned", "si": "`si`, tuned", "lwf": "`lwf`, tuned", "replay": "`replay`, tuned (stores samples)",
+            "joint": "`joint` (all experiences at once)"}
+
+
+def frontier(stream: str) -> str:
+    report = load(f"frontier-{stream}/results.json")
+    rows = []
+    for learner, name in FRONTIER.items():
+        if learner not in report["summary"]:
+            continue
+        s, cost = report["summary"][learner], report["summary"][learner]["cost"]
+        ms = cost["ms_per_sample"]
+        rows.append([name, len(report["runs"][learner]), *(mean_std(s["class-incremental"][m]) for m in ("final_avg_acc", "forgetting", "bwt")),
+                     mean_std(s["task-aware"]["final_avg_acc"]), cost["features"],
+                     "n/a" if cost["readout_state_bytes"] is None else f"{cost['readout_state_bytes'] / 1e6:.1f}",
+                     "n/a" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"])
+    return markdown(["learner", "seeds", "class-incr. final avg acc", "forgetting", "BWT", "task-aware", "features",
+                     "readout state (MB, float32)", "training (ms/sample, as run)"], rows)
+
+
+@table
+def frontier_split_mnist() -> str:
+    return frontier("split-mnist")
+
+
+@table
+def frontier_split_fashion_mnist() -> str:
+    return frontier("split-fashion-mnist")
+
+
+@table
+def frontier_timing() -> str:
+    runs = {(learner, batch): load(f"frontier-timing/timing-{learner}-batch{batch}.json")
+            for learner in ("randumb", "conv-lda") for batch in (1, 64)}
+    steps = list(next(iter(runs.values()))["median_seconds"])
+    return markdown(["step (median ms per sample; refresh: per call)", *(f"`{learner}`, batch {batch}" for learner, batch in runs)],
+                    [[step, *(f"{1e3 * r['median_seconds'][step]:.2f}" for r in runs.values())] for step in steps])
