@@ -51,8 +51,8 @@ from hebbedge import data, registry
 from hebbedge.config import Config, overridden, read_by, with_overrides
 from hebbedge.files import BadFileError, atomic_write, load_torch, read_json, remove_temporaries, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
-from hebbedge.readout import LDAReadout
 from hebbedge.nets import build_net, readout_features, unsupervised_epoch  # noqa: F401  (readout_features: tests, notebooks)
+from hebbedge.readout import LDAReadout
 from hebbedge.strategy import FreezeCPlugin, HebbianStrategy, ReadoutStrategy
 
 
@@ -110,8 +110,8 @@ def run_config(run: StreamRun) -> Config:
 def settings(run: dict, cfg: dict) -> dict[str, object]:
     """Everything that makes a run what it is, from its fields (`asdict(StreamRun)`) and its config,
     named as the user sets it; a setting the run's learner does not read is left out (``config.READ_ONLY_BY``).
-    Values are the effective ones: an option left out and its default
-    spelled out are the same run (and a field that older records lack has its default)."""
+    Values are the effective ones: an option left out and its default spelled out are the same run (and
+    a field that older records lack has its default)."""
     run = {**{f.name: f.default for f in fields(StreamRun) if f.default is not MISSING}, **run}
     spec = SCENARIOS.get(run["scenario"])
     split = spec is not None and spec.kind == "split"

@@ -126,7 +126,7 @@ def test_train_split_mnist_prints_both_protocols(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "split-mnist", "--learner", "magic"], "valid: hebbian, random, softhebb, swta, hpca, wta, hybrid-bottom-hebb, hybrid-top-hebb, naive, ewc, si, lwf, replay, joint, slda"),
+        (["train", "split-mnist", "--learner", "magic"], "valid: hebbian, frozen-c, random, softhebb, swta, hpca, wta, hybrid-bottom-hebb, hybrid-top-hebb, naive, ewc, si, lwf, replay, joint, slda"),
         (["train", "split-mnist", "--learner", "ewc", "--freeze-c-after", "1"], "applies to the Hebbian learners"),
         (["train", "mnist", "--freeze-c-after", "1"], "apply to streams"),
         (["train", "split-mnist", "--class-order", "1,2,3"], "a permutation of the classes 0..9"),
