@@ -28,8 +28,10 @@ THREADS = 2  # torch threads of every golden run (the machine that recorded them
 
 # name -> (CLI arguments, with OUT standing for the run folder)
 RUNS: dict[str, list[str]] = {
+    # The baselines' strengths as recorded, before `hebbedge tune` chose the config's (issue 18).
     "compare-split-mnist": ["compare", "split-mnist", "--learners", STREAM_LEARNERS, *TINY,
-                            "--set", "model.widths=[16,16]", "--out", "OUT"],
+                            "--set", "model.widths=[16,16]", "--set", "backprop.ewc_lambda=100.0", "--set", "backprop.si_lambda=1.0",
+                            "--set", "backprop.lwf_alpha=1.0", "--set", "backprop.replay_mem_size=500", "--out", "OUT"],
     "compare-softhebb-lda": ["compare", "split-mnist-from-fmnist", "--learners", "softhebb-lda,random-lda", *TINY,
                              "--set", "readout.channels=4", "--out", "OUT"],
     # The frozen-C step's fast forms: with momentum (C folded into M) and without (M as its factors).

@@ -30,3 +30,14 @@ def data(dataset):
     xtr, ytr = load_standardised(dataset, True, os.environ.get("HEBBEDGE_DATA"))
     xte, yte = load_standardised(dataset, False, os.environ.get("HEBBEDGE_DATA"))
     return xtr, ytr, xte, yte
+
+def conv_configs(ds, named):
+    """Each (name, [readout] overrides) of the random conv bank: accuracy with OAS and with the fixed lambda."""
+    xtr, ytr, xte, yte = data(ds)
+    for name, ro in named:
+        t = time.time()
+        net = conv_net(ds, 0, **ro)
+        ftr, fte = feats(net, xtr), feats(net, xte)
+        for est in ("oas", "fixed"):
+            acc, lam = lda_acc(ftr, ytr, fte, yte, est)
+            print(ds, name, est, f"{100*acc:.2f}", f"lam={lam:.3g}", f"{time.time()-t:.0f}s", flush=True)
