@@ -174,14 +174,24 @@ def transfer_reruns() -> str:
 # docs/edge.md
 
 
-@table
-def edge_check() -> str:
+def check_table(folder: str) -> str:
+    """An `hebbedge edge check --out FOLDER` matrix."""
     rows = [[r["runtime"], r["precision"], f"{pct(r['agreement'])}%", f"{r['max_logit_error']:.1e}",
              " / ".join(pct(a) for a in r["accuracy"]), pct(r["average"]), f"{r['predict_ms']:.3f}", f"{r['learn_ms']:.2f}",
              f"{r['refresh_ms']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}"]
-            for r in load("edge-check-softhebb-lda/check.json")["rows"]]
+            for r in load(f"{folder}/check.json")["rows"]]
     return markdown(["runtime", "precision", "agrees with ORT fp32", "max logit error", "final row (%)", "average (%)",
                      "predict b1 (ms)", "learn b64 (ms)", "refresh (ms)", "peak RSS (MB)", "files (MB)"], rows)
+
+
+@table
+def edge_check() -> str:
+    return check_table("edge-check-softhebb-lda")
+
+
+@table
+def edge_check_conv_lda() -> str:
+    return check_table("edge-check-conv-lda")
 
 
 # docs/benchmark.md
@@ -457,6 +467,54 @@ def domain_permuted_mnist() -> str:
 @table
 def domain_rotated_mnist() -> str:
     return domain("rotated-mnist")
+
+
+# docs/frontier.md
+
+FRONTIER = {"conv-lda": "`conv-lda`: random 5×5 conv bank, 128 channels × 4², OAS", "randumb": "`randumb`: random Fourier features of the pixels, OAS",
+            "random-lda": "`random-lda`: random 784-1000-1000 tanh MLP, λ 1e-4", "naive": "`naive` (backprop fine-tuning)",
+            "ewc": "`ewc`, tuned", "si": "`si`, tuned", "lwf": "`lwf`, tuned", "replay": "`replay`, tuned (stores samples)",
+            "joint": "`joint` (all experiences at once)"}
+
+
+def two(stat: list[float] | None) -> str:
+    """mean ± std in percent to the hundredth (the goal is stated to the tenth)."""
+    return "n/a" if stat is None else f"{100 * stat[0]:.2f} ± {100 * stat[1]:.2f}"
+
+
+def frontier(stream: str) -> str:
+    report = load(f"frontier-{stream}/results.json")
+    rows = []
+    for learner, name in FRONTIER.items():
+        if learner not in report["summary"]:
+            continue
+        s, cost = report["summary"][learner], report["summary"][learner]["cost"]
+        ms = cost["ms_per_sample"]
+        rows.append([name, len(report["runs"][learner]), *(two(s["class-incremental"][m]) for m in ("final_avg_acc", "forgetting", "bwt")),
+                     two(s["task-aware"]["final_avg_acc"]), cost["features"],
+                     "n/a" if cost["readout_state_bytes"] is None else f"{cost['readout_state_bytes'] / 1e6:.1f}",
+                     "n/a" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}" + (f" ({cost['timed_runs']} timed)" if cost["timed_runs"] < len(report["runs"][learner]) else "")])
+    return markdown(["learner", "seeds", "class-incr. final avg acc", "forgetting", "BWT", "task-aware", "features",
+                     "readout state (MB, float32)", "training (ms/sample, as run)"], rows)
+
+
+@table
+def frontier_split_mnist() -> str:
+    return frontier("split-mnist")
+
+
+@table
+def frontier_split_fashion_mnist() -> str:
+    return frontier("split-fashion-mnist")
+
+
+@table
+def frontier_timing() -> str:
+    runs = {(learner, batch): load(f"frontier-timing/timing-{learner}-batch{batch}.json")
+            for learner in ("randumb", "conv-lda") for batch in (1, 64)}
+    steps = list(next(iter(runs.values()))["median_seconds"])
+    return markdown(["step (median ms per sample; refresh: per call)", *(f"`{learner}`, batch {batch}" for learner, batch in runs)],
+                    [[step, *(f"{1e3 * r['median_seconds'][step]:.2f}" for r in runs.values())] for step in steps])
 
 
 def fill(text: str) -> tuple[str, list[str]]:

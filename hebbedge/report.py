@@ -62,7 +62,7 @@ def aggregate(results: dict[str, list[dict]]) -> dict:
         table[learner] = {p: {m: _mean_std([r["protocols"][p][m] for r in runs]) for m in METRICS} for p in protocols}
         per_sample = [1000 * r["train_seconds"] / r["train_samples"] for r in runs if r.get("train_samples")]
         table[learner]["cost"] = {"features": runs[0].get("features"), "readout_state_bytes": runs[0].get("readout_state_bytes"),
-                                  "ms_per_sample": _mean_std(per_sample)}
+                                  "ms_per_sample": _mean_std(per_sample), "timed_runs": len(per_sample)}
     return table
 
 
@@ -73,7 +73,7 @@ def _cell(stat: tuple[float, float] | None) -> str:
 def _cost_cells(cost: dict) -> list[str]:
     state, per_sample = cost["readout_state_bytes"], cost["ms_per_sample"]
     return [str(cost["features"] or "n/a"), "n/a" if state is None else f"{state / 1e6:.2f}",
-            "n/a" if per_sample is None else f"{per_sample[0]:.3f} ± {per_sample[1]:.3f}"]
+            "n/a" if per_sample is None else f"{per_sample[0]:.3f} ± {per_sample[1]:.3f} ({cost['timed_runs']} run(s) timed)"]
 
 
 def markdown_table(table: dict, seeds: int) -> str:

@@ -142,7 +142,7 @@ def test_resume_gives_the_same_final_weights(tmp_path, learner):
 def test_freeze_c_after_is_only_for_hebbian_learners():
     with pytest.raises(ValueError, match="freeze-c-after"):
         quick("ewc", freeze_c_after=1)
-    with pytest.raises(ValueError, match="valid: hebbian, random, softhebb, swta, hpca, wta, hybrid-bottom-hebb, hybrid-top-hebb, naive"):
+    with pytest.raises(ValueError, match="valid: hebbian, frozen-c, random, softhebb, swta, hpca, wta, hybrid-bottom-hebb, hybrid-top-hebb, naive"):
         quick("magic")
 
 
