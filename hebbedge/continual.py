@@ -542,6 +542,14 @@ def run_stream(run: StreamRun, out_dir: str | Path, device: torch.device, data_d
     return results
 
 
+def run_all(jobs: list[tuple[StreamRun, Path]], device: torch.device, data_dir: str | None, desc: str) -> list[dict]:
+    """Each (run, folder) in order, with a progress bar; every folder is checked first, so one that holds
+    another run is refused before anything trains, and a finished run is read back, not trained again."""
+    for run, out in jobs:
+        check_record(out, run_record(run, device, data_dir))
+    return [run_stream(run, out, device, data_dir, resume=True, progress=False) for run, out in tqdm(jobs, desc=desc, unit="run")]
+
+
 def matrix_table(matrix: list[list[float]], classes: list[list[int]]) -> str:
     """a[i][j] in percent as a small text table: a row per trained experience, a column per test one."""
     head = ["", *(",".join(map(str, c)) for c in classes)]

@@ -13,10 +13,9 @@ import statistics
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from hebbedge import registry
-from hebbedge.continual import StreamRun, check_record, run_record, run_stream, setting_parts
+from hebbedge.continual import StreamRun, run_all, setting_parts
 from hebbedge.files import atomic_write, save_json
 from hebbedge.plots import plot_accuracy_matrices, plot_experience_curves, plot_final_accuracy
 
@@ -31,11 +30,10 @@ def compare(scenario: str, learners: list[str], seeds: int, out_dir: str | Path,
     runs = [StreamRun(scenario, learner, seed, epochs=epochs, class_order=class_order, train_size=train_size, test_size=test_size,
                       overrides=overrides)
             for learner in learners for seed in range(seeds)]  # validates names before any training
-    for run in runs:  # a folder that holds other runs is refused before anything trains
-        check_record(out / run.learner / f"seed{run.seed}", run_record(run, device, data_dir))
+    metrics = run_all([(run, out / run.learner / f"seed{run.seed}") for run in runs], device, data_dir, f"compare {scenario}")
     results: dict[str, list[dict]] = {learner: [] for learner in learners}
-    for run in tqdm(runs, desc=f"compare {scenario}", unit="run"):
-        results[run.learner].append(run_stream(run, out / run.learner / f"seed{run.seed}", device, data_dir, resume=True, progress=False))
+    for run, m in zip(runs, metrics):
+        results[run.learner].append(m)
     return write_report(scenario, results, out)
 
 

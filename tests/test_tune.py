@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hebbedge import data
+from hebbedge import continual, data
 from hebbedge.benchmarks import tune
 from hebbedge.cli.app import app
 from hebbedge.continual import StreamRun, run_stream
@@ -60,7 +60,7 @@ def test_the_chosen_setting_is_the_argmax_of_the_trials(tmp_path, monkeypatch):
     def fake_run(run, *args, **kw):
         (value,) = run.overrides["backprop"].values()
         return {"protocols": {"class-incremental": {"final_avg_acc": accuracy[value]}}}
-    monkeypatch.setattr(tune, "run_stream", fake_run)
+    monkeypatch.setattr(continual, "run_stream", fake_run)  # what continual.run_all calls
     record = tune.tune("split-mnist", ["ewc", "replay"], 4, 20, tmp_path / "out", torch.device("cpu"), str(root))
     assert record == json.loads((tmp_path / "out" / "tuned.json").read_text())
     assert [t["setting"] for t in record["methods"]["ewc"]["trials"]] == tune.candidates("ewc", 4)
@@ -85,7 +85,7 @@ def test_tune_command_runs_each_trial_in_its_own_resumable_folder(tmp_path, monk
     def fake_run(run, out, device, data_dir, resume, progress):
         calls.append((run, out, resume))
         return {"protocols": {"class-incremental": {"final_avg_acc": 0.1 * len(calls)}}}
-    monkeypatch.setattr(tune, "run_stream", fake_run)
+    monkeypatch.setattr(continual, "run_stream", fake_run)  # what continual.run_all calls
     result = runner.invoke(app, ["tune", "split-mnist", "--learners", "lwf,si", "--trials", "2", "--validation", "20",
                                  "--device", "cpu", "--data-dir", str(root), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from hebbedge.continual import StreamRun, check_record, run_record, run_stream
+from hebbedge.continual import StreamRun, run_all
 from hebbedge.files import atomic_write, save_json
 
 CRITERION = "class-incremental final average accuracy on the validation stream"
@@ -65,12 +64,10 @@ def tune(scenario: str, methods: list[str], k: int, validation: int, out_dir: st
     """Run the K trials of every method on the validation stream; write and return tuned.json's record."""
     out = Path(out_dir)
     trials = _trials(scenario, methods, k, validation, seed, train_size, epochs)
-    for method, i, _, run in trials:  # a folder that holds other runs is refused before anything trains
-        check_record(out / method / f"trial{i}", run_record(run, device, data_dir))
+    done = run_all([(run, out / method / f"trial{i}") for method, i, _, run in trials], device, data_dir, f"tune {scenario}")
     record = {"scenario": scenario, "seed": seed, "validation": validation, "train_size": train_size, "epochs": epochs,
               "trials_per_method": k, "criterion": CRITERION, "methods": {m: {"trials": []} for m in methods}}
-    for method, i, setting, run in tqdm(trials, desc=f"tune {scenario}", unit="run"):
-        metrics = run_stream(run, out / method / f"trial{i}", device, data_dir, resume=True, progress=False)
+    for (method, i, setting, _), metrics in zip(trials, done):
         acc = metrics["protocols"]["class-incremental"]["final_avg_acc"]
         record["methods"][method]["trials"].append({"run": f"{method}/trial{i}", "setting": setting, "validation_acc": acc})
     for entry in record["methods"].values():
