@@ -266,7 +266,7 @@ def compare(
                              order, overrides)
     except (*data_errors(), FileExistsError) as err:
         fail(str(err))
-    typer.echo(markdown_table(record["summary"], record["seeds"]))
+    typer.echo(markdown_table(record["summary"], record["seeds"], record["cost"]))
     typer.echo(f"report: {out / 'report.md'} (plus results.json, results.csv, *.png)")
 
 

@@ -488,7 +488,7 @@ def frontier(stream: str) -> str:
     for learner, name in FRONTIER.items():
         if learner not in report["summary"]:
             continue
-        s, cost = report["summary"][learner], report["summary"][learner]["cost"]
+        s, cost = report["summary"][learner], report["cost"][learner]
         ms = cost["ms_per_sample"]
         rows.append([name, len(report["runs"][learner]), *(two(s["class-incremental"][m]) for m in ("final_avg_acc", "forgetting", "bwt")),
                      two(s["task-aware"]["final_avg_acc"]), cost["features"],

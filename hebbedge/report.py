@@ -51,16 +51,22 @@ def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
 
 
 def aggregate(results: dict[str, list[dict]]) -> dict:
-    """mean and std over seeds of every metric, per learner and protocol; and under "cost" the learner's
-    feature width, readout state bytes and training time per sample (ms, as run; None where the records
-    of older versions lack them)."""
+    """mean and std over seeds of every metric, per learner and protocol."""
     table = {}
     for learner, runs in results.items():
         protocols = runs[0]["protocols"]
         table[learner] = {p: {m: _mean_std([r["protocols"][p][m] for r in runs]) for m in METRICS} for p in protocols}
+    return table
+
+
+def costs(results: dict[str, list[dict]]) -> dict:
+    """Per learner: the feature width, the readout state bytes and the training time per sample (ms, as run,
+    mean and std over the runs that recorded it; records of older versions lack it)."""
+    table = {}
+    for learner, runs in results.items():
         per_sample = [1000 * r["train_seconds"] / r["train_samples"] for r in runs if r.get("train_samples")]
-        table[learner]["cost"] = {"features": runs[0].get("features"), "readout_state_bytes": runs[0].get("readout_state_bytes"),
-                                  "ms_per_sample": _mean_std(per_sample), "timed_runs": len(per_sample)}
+        table[learner] = {"features": runs[0].get("features"), "readout_state_bytes": runs[0].get("readout_state_bytes"),
+                          "ms_per_sample": _mean_std(per_sample), "timed_runs": len(per_sample)}
     return table
 
 
@@ -74,14 +80,14 @@ def _cost_cells(cost: dict) -> list[str]:
             "n/a" if per_sample is None else f"{per_sample[0]:.3f} ± {per_sample[1]:.3f} ({cost['timed_runs']} run(s) timed)"]
 
 
-def markdown_table(table: dict, seeds: int) -> str:
-    protocols = [p for p in next(iter(table.values())) if p != "cost"]
+def markdown_table(table: dict, seeds: int, cost: dict) -> str:
+    protocols = list(next(iter(table.values())))
     header = ("| learner | family | " + " | ".join(f"{p}: {m.replace('_', ' ')}" for p in protocols for m in METRICS)
               + " | features | readout state (MB) | training (ms/sample) |")
     lines = [header, "|" + " --- |" * (5 + len(protocols) * len(METRICS))]
     for learner, row in table.items():
         lines.append(f"| {learner} | {registry.LEARNERS[learner].family} | " + " | ".join(_cell(row[p][m]) for p in protocols for m in METRICS)
-                     + " | " + " | ".join(_cost_cells(row["cost"])) + " |")
+                     + " | " + " | ".join(_cost_cells(cost[learner])) + " |")
     lines.append(f"\nMean ± std over {seeds} seed(s), in percent. final avg acc: mean accuracy over all test experiences "
                  "after the last one; forgetting: accuracy right after training an experience minus the final one "
                  "(Avalanche's definition), averaged over all but the last; BWT = −forgetting. Joint trains once on "
@@ -93,10 +99,10 @@ def markdown_table(table: dict, seeds: int) -> str:
 
 
 def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> dict:
-    table = aggregate(results)
+    table, cost = aggregate(results), costs(results)
     seeds = max(len(r) for r in results.values())
     record = {"scenario": scenario, "seeds": seeds, "families": {learner: registry.LEARNERS[learner].family for learner in results},
-              "summary": table, "runs": results}
+              "summary": table, "cost": cost, "runs": results}
     save_json(out / "results.json", record)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -106,7 +112,7 @@ def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> di
             for p, vals in r["protocols"].items():
                 writer.writerow([learner, r["run"]["seed"], p, *(vals[m] for m in METRICS)])
     atomic_write(out / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    md = f"# {scenario}: forgetting versus backprop\n\n{markdown_table(table, seeds)}\n"
+    md = f"# {scenario}: forgetting versus backprop\n\n{markdown_table(table, seeds, cost)}\n"
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
     first = {learner: runs[0]["protocols"] for learner, runs in results.items()}
     matrices = {learner: {p: v["matrix"] for p, v in protocols.items()} for learner, protocols in first.items()}

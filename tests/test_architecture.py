@@ -195,7 +195,7 @@ def test_every_stream_learner_runs_through_compare(data, tmp_path):
         out = tmp_path / stream[0]
         invoke(["compare", *stream, "--learners", ",".join(names), "--seeds", "1", *TINY, "--out", str(out)], data)
         assert all((out / name / "seed0" / "metrics.json").exists() for name in names)
-        cost = {name: row["cost"] for name, row in json.loads((out / "results.json").read_text())["summary"].items()}
+        cost = json.loads((out / "results.json").read_text())["cost"]
         assert all(c["ms_per_sample"][0] > 0 for c in cost.values()), cost
         if "conv-lda" in cost:  # its 128 channels x 4 x 4, whatever the MLP's widths; the backprop head reads 8
             assert cost["conv-lda"]["features"] == 2048 and cost["conv-lda"]["readout_state_bytes"] == 4 * (10 + 10 * 2048 + 2048 ** 2)
