@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from hebbedge import plasticity
 from hebbedge.layers import HebbLayer
-from hebbedge.readout import UNSEEN, merge, scores
+from hebbedge.readout import UNSEEN, check_estimator, merge, scores
 
 OPSET = 17
 
@@ -222,8 +222,7 @@ def refresh_model(n_features: int, n_classes: int, shrinkage: float, block: int 
     ``hebbedge.readout.classifier`` in float32 ONNX operators, its solve by blocks of Gauss-Jordan.
     The system is padded to a multiple of `block` with identity rows (their solution is 0).
     `estimator` "fixed": the readout's `shrinkage`; "oas": estimated from the state at every refresh (``oas_nodes``)."""
-    if estimator not in ("fixed", "oas"):
-        raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
+    check_estimator(estimator)
     n, f = helper.make_node, TensorProto.FLOAT
     padded = -(-n_features // block) * block
     pad = padded - n_features

@@ -45,8 +45,7 @@ class LDAReadout(nn.Module):
         super().__init__()
         if not 0.0 < shrinkage <= 1.0:
             raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
-        if estimator not in ("fixed", "oas"):
-            raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
+        check_estimator(estimator)
         # estimator "oas": `shrinkage` is estimated from the sums at each solve (``estimated_shrinkage``),
         # and holds the last estimate
         self.n_features, self.n_classes, self.shrinkage, self.estimator = n_features, n_classes, shrinkage, estimator
@@ -189,11 +188,19 @@ def identity_shrinkage(rho: float, covariance: torch.Tensor) -> float:
     return rho * mu / (1.0 - rho + rho * mu) if rho * mu > 0 else 0.0
 
 
+ESTIMATORS = ("fixed", "oas")
+
+
+def check_estimator(estimator: str) -> str:
+    """`estimator` if it names one of ESTIMATORS; ValueError naming them otherwise."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"shrinkage estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    return estimator
+
+
 def estimated_shrinkage(estimator: str, count: torch.Tensor, covariance: torch.Tensor, fixed: float) -> float:
     """The ``classifier`` lambda for the pooled within-class covariance of N = count.sum() samples:
     `fixed` itself ("fixed"), or OAS's rho turned into lambda ("oas"), floored at 1e-12 so the system stays solvable."""
-    if estimator == "fixed":
+    if check_estimator(estimator) == "fixed":
         return fixed
-    if estimator != "oas":
-        raise ValueError(f"shrinkage estimator must be fixed or oas, got {estimator!r}")
     return min(1.0, max(1e-12, identity_shrinkage(oas_shrinkage(float(count.sum().clamp_min(1)), covariance), covariance)))
