@@ -431,7 +431,7 @@ DOMAIN = {"frozen-c": "`frozen-c` (C by backprop on experience 1, then frozen: b
           "randumb": "`randumb` (LDA readout, random Fourier features)", "joint": "`joint` (whole stream at once, 1 epoch)"}
 
 
-def domain(scenario: str) -> str:
+def domain(folder: str) -> str:
     """A domain-incremental comparison, from each finished run's metrics.json (learners may have different
     numbers of seeds). Every experience holds all ten classes, so the task-aware protocol is the
     class-incremental one: checked on every run's matrices, and one set of columns serves."""
@@ -441,11 +441,11 @@ def domain(scenario: str) -> str:
 
     rows, sizes = [], set()
     for learner, name in DOMAIN.items():
-        runs = [json.loads(path.read_text()) for path in sorted((RESULTS / f"domain-{scenario}" / learner).glob("seed*/metrics.json"))]
+        runs = [json.loads(path.read_text()) for path in sorted((RESULTS / folder / learner).glob("seed*/metrics.json"))]
         if not runs:
             continue
         if any(r["protocols"]["class-incremental"]["matrix"] != r["protocols"]["task-aware"]["matrix"] for r in runs):
-            raise ValueError(f"domain-{scenario}/{learner}: the two protocols differ on a domain-incremental stream")
+            raise ValueError(f"{folder}/{learner}: the two protocols differ on a domain-incremental stream")
         ci = [r["protocols"]["class-incremental"] for r in runs]
         sizes |= {(r["run"]["train_size"], r["run"]["test_size"], r["run"]["epochs"]) for r in runs}
 
@@ -454,19 +454,29 @@ def domain(scenario: str) -> str:
                      stat([statistics.fmean(row[i] for i, row in enumerate(p["matrix"])) if len(p["matrix"]) > 1 else None for p in ci]),
                      f"{statistics.fmean(r['seconds'] for r in runs):.0f} s"])
     if len(sizes) > 1:
-        raise ValueError(f"domain-{scenario}: runs of different sizes or epochs {sorted(sizes, key=str)} in one table")
+        raise ValueError(f"{folder}: runs of different sizes or epochs {sorted(sizes, key=str)} in one table")
     return markdown(["learner", "seeds", "final avg acc", "forgetting", "BWT", "accuracy right after learning (avg)",
                      "wall time per run (shared CPU)"], rows)
 
 
 @table
 def domain_permuted_mnist() -> str:
-    return domain("permuted-mnist")
+    return domain("domain-permuted-mnist")
 
 
 @table
 def domain_rotated_mnist() -> str:
-    return domain("rotated-mnist")
+    return domain("domain-rotated-mnist")
+
+
+@table
+def domain_full_permuted_mnist() -> str:
+    return domain("domain-full-permuted-mnist")
+
+
+@table
+def domain_full_rotated_mnist() -> str:
+    return domain("domain-full-rotated-mnist")
 
 
 # docs/frontier.md
@@ -482,10 +492,14 @@ def two(stat: list[float] | None) -> str:
     return "n/a" if stat is None else f"{100 * stat[0]:.2f} ± {100 * stat[1]:.2f}"
 
 
-def frontier(stream: str) -> str:
-    report = load(f"frontier-{stream}/results.json")
+FRONTIER_COLUMNS = ["learner", "seeds", "class-incr. final avg acc", "forgetting", "BWT", "task-aware", "features",
+                    "readout state (MB, float32)", "training (ms/sample, as run)"]
+
+
+def frontier_rows(report: dict, names: dict[str, str]) -> list[list]:
+    """One row per learner of `names` found in a compare report, in FRONTIER_COLUMNS."""
     rows = []
-    for learner, name in FRONTIER.items():
+    for learner, name in names.items():
         if learner not in report["summary"]:
             continue
         s, cost = report["summary"][learner], report["cost"][learner]
@@ -494,8 +508,11 @@ def frontier(stream: str) -> str:
                      two(s["task-aware"]["final_avg_acc"]), cost["features"],
                      "n/a" if cost["readout_state_bytes"] is None else f"{cost['readout_state_bytes'] / 1e6:.1f}",
                      "n/a" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}" + (f" ({cost['timed_runs']} timed)" if cost["timed_runs"] < len(report["runs"][learner]) else "")])
-    return markdown(["learner", "seeds", "class-incr. final avg acc", "forgetting", "BWT", "task-aware", "features",
-                     "readout state (MB, float32)", "training (ms/sample, as run)"], rows)
+    return rows
+
+
+def frontier(stream: str) -> str:
+    return markdown(FRONTIER_COLUMNS, frontier_rows(load(f"frontier-{stream}/results.json"), FRONTIER))
 
 
 @table
@@ -506,6 +523,17 @@ def frontier_split_mnist() -> str:
 @table
 def frontier_split_fashion_mnist() -> str:
     return frontier("split-fashion-mnist")
+
+
+@table
+def frontier_randumb_width() -> str:
+    """randumb at the issue's budget (2048, the 5-seed runs above) and at its code's default width (10000)."""
+    rows = []
+    for stream, label in (("split-mnist", "Split-MNIST"), ("split-fashion-mnist", "Split-FMNIST")):
+        for folder, width in ((f"frontier-{stream}", 2048), (f"frontier-{stream}-randumb10000", 10000)):
+            if (RESULTS / folder / "results.json").exists():
+                rows += frontier_rows(load(f"{folder}/results.json"), {"randumb": f"{label}: `randumb`, {width} features"})
+    return markdown(FRONTIER_COLUMNS, rows)
 
 
 @table
