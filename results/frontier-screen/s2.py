@@ -5,19 +5,6 @@ from hebbedge.models import AdaptiveAvgPool, MaxPool2d
 ds = sys.argv[1]
 xtr, ytr, xte, yte = data(ds)
 
-def zca(x, k, eps):
-    p = torch.nn.functional.unfold(x, k, padding=k // 2).transpose(1, 2).reshape(-1, k * k).double()
-    p = p - p.mean(0)
-    cov = p.T @ p / len(p)
-    e, u = torch.linalg.eigh(cov)
-    return (u @ torch.diag((e + eps) ** -0.5) @ u.T).float()
-
-def whitened(net, w):
-    conv = net[0]
-    c = conv.weight.data
-    conv.weight.data = (c.reshape(c.shape[0], -1) @ w).reshape(c.shape)
-    return net
-
 def two_layer(c1, c2, k2=3, tri=0.7):
     torch.manual_seed(0)
     b1 = softhebb_block(1, c1, 5, "max", 1.0, 0.0, tri, 3.0, batchnorm=False)

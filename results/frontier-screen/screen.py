@@ -31,6 +31,45 @@ def data(dataset):
     xte, yte = load_standardised(dataset, False, os.environ.get("HEBBEDGE_DATA"))
     return xtr, ytr, xte, yte
 
+def patches(x, k=5):
+    """The k x k patches of images x (zero padding k // 2, as the bank's conv sees them): [N * H * W, k^2]."""
+    return torch.nn.functional.unfold(x, k, padding=k // 2).transpose(1, 2).reshape(-1, k * k)
+
+def zca(x, k, eps):
+    """The ZCA whitening matrix U (E + eps)^-1/2 U^T of the k x k patches of x."""
+    p = patches(x, k).double()
+    p = p - p.mean(0)
+    cov = p.T @ p / len(p)
+    e, u = torch.linalg.eigh(cov)
+    return (u @ torch.diag((e + eps) ** -0.5) @ u.T).float()
+
+def whitened(net, w):
+    """`net` whose first conv sees whitened patches: its filters multiplied by the whitening w."""
+    conv = net[0]
+    c = conv.weight.data
+    conv.weight.data = (c.reshape(c.shape[0], -1) @ w).reshape(c.shape)
+    return net
+
+def classwise_accs(ftr, ytr, fte, yte, lam, weights):
+    """Regularised QDA (Friedman 1989) in float64: Sigma_c(a) = a Sigma_c + (1 - a) Sigma_pooled, shrunk by
+    lam towards I; the test accuracy for each a of `weights`."""
+    ftr, fte = ftr.double(), fte.double()
+    C, d = 10, ftr.shape[1]
+    means = torch.stack([ftr[ytr == c].mean(0) for c in range(C)])
+    counts = torch.tensor([float((ytr == c).sum()) for c in range(C)], dtype=torch.float64)
+    covs = torch.stack([torch.cov(ftr[ytr == c].T, correction=0) for c in range(C)])
+    pooled = (counts[:, None, None] * covs).sum(0) / counts.sum()
+    eye = torch.eye(d, dtype=torch.float64)
+    accs = []
+    for a in weights:
+        scores = []
+        for c in range(C):
+            L = torch.linalg.cholesky((1 - lam) * (a * covs[c] + (1 - a) * pooled) + lam * eye)
+            z = torch.linalg.solve_triangular(L, (fte - means[c]).T, upper=False)
+            scores.append(-0.5 * (z ** 2).sum(0) - torch.log(torch.diagonal(L)).sum() + torch.log(counts[c] / counts.sum()))
+        accs.append(float((torch.stack(scores, 1).argmax(1) == yte).double().mean()))
+    return accs
+
 def conv_configs(ds, named):
     """Each (name, [readout] overrides) of the random conv bank: accuracy with OAS and with the fixed lambda."""
     xtr, ytr, xte, yte = data(ds)
