@@ -5,9 +5,8 @@
 - ledoit-wolf: the shrinkage estimated by Ledoit-Wolf (`hebbedge.readout.ledoit_wolf_shrinkage`, which
   needs the fourth-moment sum sum_i ||x_i - m_c||^4 that a streaming readout does not keep; here it is
   computed from the class-centred features of all training images) against OAS, on the 128-channel bank;
-
 - kernels: the candidates of multi-scale worth more seeds (the single kernel 5 and 7 banks, four sizes);
-  pair: the kernel 5 bank and the four sizes alone (the seeds after the first two on MNIST);
+- pair: the kernel 5 bank and the four sizes alone (the seeds after the first two on MNIST);
 - ranpac: the 16-channel bank alone and with the RanPAC-style random ReLU expansion to 2048 (the
   `[readout] expand` of the learners), for more seeds;
 - readout: on the 128-channel bank's features, the readouts of the ablation table side by side (OAS,
@@ -48,6 +47,7 @@ if what in BANKS:
         acc, lam = lda_acc(ftr, ytr, fte, yte, "oas")
         name = "+".join(f"k{k}x{c}" for k, c in kc)
         print(ds, f"seed{seed}", name, "oas", f"{100 * acc:.2f}", f"lam={lam:.3g}", f"{time.time() - t:.0f}s", flush=True)
+
 
 def ledoit_wolf_acc(ftr, fte):
     """Accuracy and lambda of the readout with the Ledoit-Wolf shrinkage of the class-centred features."""
