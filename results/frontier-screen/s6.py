@@ -49,28 +49,24 @@ if what in BANKS:
         print(ds, f"seed{seed}", name, "oas", f"{100 * acc:.2f}", f"lam={lam:.3g}", f"{time.time() - t:.0f}s", flush=True)
 
 
-def ledoit_wolf_acc(ftr, fte):
-    """Accuracy and lambda of the readout with the Ledoit-Wolf shrinkage of the class-centred features."""
+def ledoit_wolf_shrinkage_of(ftr):
+    """The readout's lambda from the Ledoit-Wolf shrinkage of the class-centred training features."""
     means = torch.stack([ftr[ytr == c].mean(0) for c in range(10)])
     centred = ftr - means[ytr]
     cov = centred.T @ centred / len(ftr)
-    rho = ledoit_wolf_shrinkage(len(ftr), cov, float(((centred ** 2).sum(1) ** 2).sum()))
-    lam = identity_shrinkage(rho, cov)
-    r = LDAReadout(ftr.shape[1], 10, lam, "fixed")
-    r.accumulate(ftr, ytr)
-    r.eval()
-    return float((r(fte.double()).argmax(1) == yte).double().mean()), lam
+    return identity_shrinkage(ledoit_wolf_shrinkage(len(ftr), cov, float(((centred ** 2).sum(1) ** 2).sum())), cov)
 
 
 if what in ("ledoit-wolf", "readout"):
     t = time.time()
     ftr, fte = bank([(5, 128)])
     ftr, fte = ftr.double(), fte.double()
-    acc, lam = ledoit_wolf_acc(ftr, fte)
+    acc, lam = lda_acc(ftr, ytr, fte, yte, "fixed", ledoit_wolf_shrinkage_of(ftr))
     print(ds, f"seed{seed}", "c128 ledoit-wolf", f"{100 * acc:.2f}", f"lam={lam:.3g}", f"{time.time() - t:.0f}s", flush=True)
+    lams = {}
     for est in ("oas", "fixed") if what == "readout" else ("oas",):
-        acc, lam = lda_acc(ftr.float(), ytr, fte, yte, est)
-        print(ds, f"seed{seed}", f"c128 {est}", f"{100 * acc:.2f}", f"lam={lam:.3g}", f"{time.time() - t:.0f}s", flush=True)
+        acc, lams[est] = lda_acc(ftr.float(), ytr, fte, yte, est)
+        print(ds, f"seed{seed}", f"c128 {est}", f"{100 * acc:.2f}", f"lam={lams[est]:.3g}", f"{time.time() - t:.0f}s", flush=True)
     if what == "readout":
-        acc = classwise_accs(ftr, ytr, fte, yte, lda_acc(ftr.float(), ytr, fte, yte, "oas")[1], (0.1,))[0]
+        acc = classwise_accs(ftr, ytr, fte, yte, lams["oas"], (0.1,))[0]
         print(ds, f"seed{seed}", "c128 rda a=0.1", f"{100 * acc:.2f}", f"{time.time() - t:.0f}s", flush=True)

@@ -8,9 +8,9 @@
 - softhebb: the bank learns by SoftHebb (the block's own rule, rate 0.08) for one label-free epoch over
   the training images, i.i.d. or in the class-incremental stream's order (experience by experience,
   the stream's class order for this seed), on raw or whitened images (the ZCA's centre row as a fixed
-  5 x 5 conv before the bank, ZCA with eps 0.1 in `softhebb`, the HPCA whitening in `softhebb-hpca`). The readout's sums are then taken over the final features of all
-  training images: the best any correction of statistics stored while the features changed could do.
-
+  5 x 5 conv before the bank, ZCA with eps 0.1 in `softhebb`, the HPCA whitening in `softhebb-hpca`).
+  The readout's sums are then taken over the final features of all training images: the best any
+  correction of statistics stored while the features changed could do;
 - whitening: the random bank under the exact ZCA and under the HPCA whitening (eps 0.1), for more seeds.
 
 Usage: python s7.py DATASET [hpca|softhebb|softhebb-hpca|whitening] [seed]
@@ -27,9 +27,9 @@ xtr, ytr, xte, yte = data(ds)
 sub = xtr[torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:2000]]
 
 
-def hpca_whitening(x, eps, alpha=0.02, batch=64, ema=0.99):
+def hpca_components(x, alpha=0.02, batch=64, ema=0.99):
     """One label-free epoch of Sanger's rule on the 5 x 5 patches of x: the learned components B [25, 25]
-    (rows normalised), their variances and the whitening B^T (v + eps)^-1/2 B."""
+    (rows normalised) and the variance along each (a running mean of a_q^2)."""
     g = torch.Generator().manual_seed(seed)
     b = torch.randn(25, 25, generator=g) * 0.1
     mean, var = torch.zeros(25), torch.ones(25)
@@ -39,8 +39,12 @@ def hpca_whitening(x, eps, alpha=0.02, batch=64, ema=0.99):
         c = c - mean
         b += hpca_fast(c, b, alpha)
         var = ema * var + (1 - ema) * ((c @ b.T) ** 2).mean(0)
-    b = b / b.norm(dim=1, keepdim=True)
-    return b, var, b.T @ torch.diag((var + eps) ** -0.5) @ b
+    return b / b.norm(dim=1, keepdim=True), var
+
+
+def hpca_whitening(b, var, eps):
+    """The whitening B^T (v + eps)^-1/2 B of the learned components."""
+    return b.T @ torch.diag((var + eps) ** -0.5) @ b
 
 
 def whiten_images(w):
@@ -73,7 +77,7 @@ def softhebb(order, below=None):
 
 if what == "hpca":
     t = time.time()
-    b, var, _ = hpca_whitening(xtr, 0.1)
+    b, var = hpca_components(xtr)
     p = patches(sub).double()
     e, u = torch.linalg.eigh(torch.cov(p.T))
     e, u = e.flip(0), u.flip(1)  # descending
@@ -81,13 +85,12 @@ if what == "hpca":
     print(ds, f"seed{seed}", "hpca |cos| with the eigenvectors, components 1-25:", " ".join(f"{a:.2f}" for a in align), flush=True)
     print(ds, f"seed{seed}", "hpca variances / eigenvalues:", " ".join(f"{v:.3g}/{l:.3g}" for v, l in zip(var, e)), flush=True)
     for eps in (0.1, 1.0):
-        _, _, w = hpca_whitening(xtr, eps)
-        report(f"c128 hpca-whitened eps{eps}", whitened(conv_net(ds, seed, channels=128), w), t)
+        report(f"c128 hpca-whitened eps{eps}", whitened(conv_net(ds, seed, channels=128), hpca_whitening(b, var, eps)), t)
         report(f"c128 zca eps{eps}", whitened(conv_net(ds, seed, channels=128), zca(sub, 5, eps)), t)
 
 if what == "whitening":  # (the same bank without whitening, same seed: s6.py's k5x128 rows)
     t = time.time()
-    report("c128 hpca-whitened eps0.1", whitened(conv_net(ds, seed, channels=128), hpca_whitening(xtr, 0.1)[2]), t)
+    report("c128 hpca-whitened eps0.1", whitened(conv_net(ds, seed, channels=128), hpca_whitening(*hpca_components(xtr), 0.1)), t)
     report("c128 zca eps0.1", whitened(conv_net(ds, seed, channels=128), zca(sub, 5, 0.1)), t)
 
 if what == "softhebb":
@@ -101,6 +104,6 @@ if what == "softhebb":
 
 if what == "softhebb-hpca":
     t = time.time()
-    below = whiten_images(hpca_whitening(xtr, 0.1)[2])
+    below = whiten_images(hpca_whitening(*hpca_components(xtr), 0.1))
     report("c128 random on hpca-eps0.1 images", conv_net(ds, seed, channels=128), t, below)
     report("c128 softhebb iid on hpca-eps0.1 images", softhebb("iid", below), t, below)
