@@ -42,6 +42,27 @@ def plot_learning_curves(result: dict, path: str | Path) -> Path:
     return out
 
 
+def plot_probe_curves(result: dict, path: str | Path) -> Path:
+    """Test accuracy per epoch of the linear head on the SoftHebb features and on the random-weights
+    control (`hebbedge softhebb`'s record)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, name in enumerate(("softhebb", "random")):
+        curve = [100 * a for a in result[f"{name}_curve"]]
+        label = "SoftHebb features" if name == "softhebb" else "random-weights control"
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, color=f"C{k}", label=f"{label} (test {curve[-1]:.2f}%)")
+    ax.set(xlabel="epoch of the linear head", ylabel="test accuracy (%)",
+           title=f"SoftHebb {result['arch']} F-{result['width_factor']}, {result['train_samples']} images, "
+                 f"{result['schedule']} schedule, seed {result['seed']}")
+    ax.title.set_fontsize(9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return out
+
+
 def plot_accuracy_matrices(matrices: dict[str, dict[str, list[list[float]]]], path: str | Path) -> Path:
     """Heatmaps of a[i][j] per learner (rows) and protocol (columns); values in percent."""
     learners = list(matrices)

@@ -208,5 +208,31 @@ def test_softhebb_command_reports_the_random_weights_control(tmp_path):
     record = json.loads(out.read_text())
     assert 0 <= record["softhebb_test_acc"] <= 1 and 0 <= record["random_test_acc"] <= 1
     assert "random-weights control" in result.output
+    # the paper's schedule by default (appendix A.6), and the head's curve ends at the reported accuracy
+    assert (record["schedule"], record["batch_size"], record["probe_dropout"]) == ("paper", 10, 0.5)
+    for name in ("softhebb", "random"):
+        assert len(record[f"{name}_curve"]) == 3 and record[f"{name}_curve"][-1] == record[f"{name}_test_acc"]
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["softhebb", "mnist", "--arch", "cifar100"])
     assert bad.exit_code == 2 and "valid: mnist-cifar, stl10, imagenet" in bad.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--schedule", "slow"])
+    assert bad.exit_code == 2 and "valid: paper, quick" in bad.output
+
+
+def test_linear_probe_halves_its_rate_at_the_given_fractions(monkeypatch):
+    """The SoftHebb paper's head: the rate starts at lr and is halved at 20, 35, ... 90 % of the epochs."""
+    import torch
+
+    from hebbedge.benchmarks import semisup
+
+    rates, step = [], torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))  # one batch per epoch
+    semisup.linear_probe((x, y), (x, y), 20, 1e-3, 0, n_classes=3, dropout=0.5, halve_at=(0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9))
+    halvings = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]  # at epochs 4, 7, 10, 12, 14, 16, 18
+    assert rates == pytest.approx([1e-3 * 0.5**k for k in halvings])

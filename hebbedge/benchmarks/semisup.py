@@ -44,13 +44,24 @@ def embed(model: nn.Sequential, x: torch.Tensor, batch_size: int = 2000) -> torc
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], epochs: int,
-                 lr: float, seed: int, n_classes: int = 10) -> float:
-    """Test accuracy of a linear classifier trained by Adam on (features, labels)."""
+                 lr: float, seed: int, n_classes: int = 10, dropout: float = 0.0, halve_at: tuple[float, ...] = (),
+                 curve: list[float] | None = None) -> float:
+    """Test accuracy of a linear classifier trained by Adam on (features, labels), batch 64, with
+    `dropout` on its input and its rate halved at each fraction `halve_at` of the epochs; `curve`,
+    when given, receives the test accuracy after every epoch."""
     torch.manual_seed(seed)
-    head = nn.Linear(train[0].shape[1], n_classes)
+    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(train[0].shape[1], n_classes))
     opt = torch.optim.Adam(head.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, [int(epochs * f) for f in halve_at], gamma=0.5)
     g = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def test_acc() -> float:
+        head.eval()
+        return (head(test[0]).argmax(1) == test[1]).float().mean().item()
+
     for _ in range(epochs):
+        head.train()
         order = torch.randperm(len(train[0]), generator=g)
         for i in range(0, len(order), 64):
             idx = order[i:i + 64]
@@ -58,8 +69,10 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Ten
             opt.zero_grad()
             loss.backward()
             opt.step()
-    with torch.no_grad():
-        return (head(test[0]).argmax(1) == test[1]).float().mean().item()
+        schedule.step()
+        if curve is not None:
+            curve.append(test_acc())
+    return test_acc()
 
 
 def run(rule: str, data: tuple[torch.Tensor, ...], fractions: tuple[float, ...], widths: tuple[int, ...] = (1000,),
