@@ -50,6 +50,11 @@ def mean_std(stat: list[float] | None) -> str:
     return "n/a" if stat is None else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
 
 
+def seed_mean(stat: list[float], seeds: int) -> str:
+    """mean_std, or the mean alone when one seed has run (its std of 0 says nothing)."""
+    return mean_std(stat) if seeds > 1 else f"{100 * stat[0]:.1f}"
+
+
 def lr(x: float) -> str:
     return f"{x:.0e}".replace("e-0", "e-")
 
@@ -310,31 +315,55 @@ def seeds_mnist_conv_epochs() -> str:
     return epochs("seeds/mnist-conv-f1-ch-seed0.json")
 
 
-THESIS_6_10 = {  # thesis Table 6.10, linear rows: average accuracy, and the final accuracy on each experience
-    "hebbian": ("CH linear", "80.9 ± 1.1", ["87.0", "84.5", "64.3", "95.2", "73.5"]),
-    "naive": ("BP linear", "81.4 ± 0.4", ["89.3", "82.7", "59.6", "96.5", "79.2"])}
+THESIS_6_10 = {  # thesis Table 6.10 per net: average accuracy, and the final accuracy on each experience
+    "linear": {"hebbian": ("CH linear", "80.9 ± 1.1", ["87.0", "84.5", "64.3", "95.2", "73.5"]),
+               "naive": ("BP linear", "81.4 ± 0.4", ["89.3", "82.7", "59.6", "96.5", "79.2"])},
+    "conv": {"hebbian": ("CH conv", "84.8 ± 1.7", ["80.4", "88.5", "68.1", "97.2", "89.7"]),
+             "naive": ("BP conv", "77.3 ± 3.6", ["75.6", "71.1", "51.4", "97.2", "91.2"])}}
+
+
+def table_6_10_runs(net: str) -> dict[str, list[dict]]:
+    return load(f"seeds/table-6.10-{net}/results.json")["runs"]
 
 
 @table
 def seeds_table_6_10() -> str:
-    results = load("seeds/table-6.10-linear/results.json")["summary"]
-    rows = [[f"{name} (`{learner}`)", p, thesis if p == "task-aware" else "—", mean_std(results[learner][p]["final_avg_acc"])]
-            for learner, (name, thesis, _) in THESIS_6_10.items() for p in PROTOCOLS]
-    return markdown(["learner", "protocol", "thesis Table 6.10 (5 runs)", "ours (5 seeds)"], rows)
+    rows = []
+    for net, learners in THESIS_6_10.items():
+        summary, runs = load(f"seeds/table-6.10-{net}/results.json")["summary"], table_6_10_runs(net)
+        rows += [[f"{name} (`{learner}`)", p, thesis if p == "task-aware" else "—",
+                  seed_mean(summary[learner][p]["final_avg_acc"], len(runs[learner])), len(runs[learner])]
+                 for learner, (name, thesis, _) in learners.items() for p in PROTOCOLS]
+    return markdown(["learner", "protocol", "thesis Table 6.10 (5 runs)", "ours (mean ± std over seeds)", "seeds"], rows)
 
 
 @table
 def seeds_table_6_10_experiences() -> str:
-    runs = load("seeds/table-6.10-linear/results.json")["runs"]
-    classes = runs["hebbian"][0]["classes_per_experience"]
     rows = []
-    for learner, (name, _, thesis) in THESIS_6_10.items():
-        rows.append([f"{name}, thesis", "not stated", *thesis])
-        for p in PROTOCOLS:
-            last = [r["protocols"][p]["matrix"][-1] for r in runs[learner]]
-            rows.append([f"{name}, ours", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(len(classes)))])
+    for net, learners in THESIS_6_10.items():
+        runs = table_6_10_runs(net)
+        for learner, (name, _, thesis) in learners.items():
+            rows.append([f"{name}, thesis", "not stated", *thesis])
+            for p in PROTOCOLS:
+                last = [r["protocols"][p]["matrix"][-1] for r in runs[learner]]
+                rows.append([f"{name}, ours", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(5))])
+    classes = table_6_10_runs("linear")["hebbian"][0]["classes_per_experience"]
     return markdown(["learner", "protocol", *(f"exp {j + 1} ({','.join(map(str, c))})" for j, c in enumerate(classes))], rows)
 
+
+@table
+def seeds_table_6_10_conv_learning() -> str:
+    """Task-aware accuracy on each pair right after it was trained (the matrix's diagonal): does the conv net learn each new pair?"""
+    def row(name: str, run: dict) -> list[str]:
+        m = run["protocols"]["task-aware"]["matrix"]
+        return [name, *(pct(m[j][j], 1) for j in range(5)), pct(final(run, "task-aware"), 1)]
+
+    conv = table_6_10_runs("conv")
+    rows = [row(f"{THESIS_6_10['conv'][learner][0]}, F-4, 60,000 images, thesis rates", conv[learner][0]) for learner in ("hebbian", "naive")]
+    for folder, setting in (("adam3e-4-60k", "Adam 3e-4, 60,000 images"), ("adam3e-4-10k", "Adam 3e-4, 10,000 images"),
+                            ("adam1e-4-10k", "Adam 1e-4, 10,000 images"), ("sgdm3e-4-10k", "SGD with momentum 0.9, 3e-4, 10,000 images")):
+        rows.append(row(f"BP conv, F-1, {setting}", load(f"seeds/table-6.10-conv-bp-f1/{folder}/results.json")["runs"]["naive"][0]))
+    return markdown(["run (seed 0)", *(f"exp {j + 1}" for j in range(5)), "final avg (task-aware)"], rows)
 
 
 def progress(path: str) -> tuple[str, str]:
@@ -353,21 +382,22 @@ def progress(path: str) -> tuple[str, str]:
 @table
 def seeds_headline() -> str:
     linear, conv = progress("seeds/mnist-linear-ch-seed0.json"), progress("seeds/mnist-conv-f1-ch-seed0.json")
-    table_6_10 = load("seeds/table-6.10-linear/results.json")["summary"]
     f4 = load("softhebb-mnist-f4.json")
     curve = "[PNG](results/seeds/{})".format
     rows = [["thesis, MNIST, CH linear (4×2000 tanh, batch 32, 100 epochs)", "96.98 ± 0.11", linear[0], linear[1],
              curve("mnist-linear-ch-seed0.png")],
             ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04", f"F-1: {conv[0]}", f"F-1 only (F-4 needs a GPU); {conv[1]}",
              curve("mnist-conv-f1-ch-seed0.png")]]
-    for learner, (name, thesis, _) in THESIS_6_10.items():
-        ci, ta = (mean_std(table_6_10[learner][p]["final_avg_acc"]) for p in PROTOCOLS)
-        rows.append([f"thesis Table 6.10, Split-MNIST, {name} (1 epoch per experience, batch 64)", thesis,
-                     f"{ci} class-incremental, {ta} task-aware", "done, 5 seeds",
-                     curve("table-6.10-linear/experience_accuracy_task-aware.png")])
-    rows += [["thesis Table 6.10, CH conv / BP conv (F-4)", "84.8 ± 1.7 / 77.3 ± 3.6", "not run", "needs a GPU", "–"],
-             ["SoftHebb paper, MNIST (F-4)", "99.35 ± 0.03", pct(f4["softhebb_test_acc"]),
-              "1 epoch per layer, not the paper's schedule (needs a GPU)", "–"]]
+    for net, learners in THESIS_6_10.items():
+        summary, runs = load(f"seeds/table-6.10-{net}/results.json")["summary"], table_6_10_runs(net)
+        for learner, (name, thesis, _) in learners.items():
+            n = len(runs[learner])
+            ci, ta = (seed_mean(summary[learner][p]["final_avg_acc"], n) for p in PROTOCOLS)
+            rows.append([f"thesis Table 6.10, Split-MNIST, {name}{', F-4' if net == 'conv' else ''} (1 epoch per experience, batch 64)",
+                         thesis, f"{ci} class-incremental, {ta} task-aware", f"done, {n} seed{'s' * (n > 1)}" + ("" if n == 5 else " of 5"),
+                         curve(f"table-6.10-{net}/experience_accuracy_task-aware.png")])
+    rows.append(["SoftHebb paper, MNIST (F-4)", "99.35 ± 0.03", pct(f4["softhebb_test_acc"]),
+                 "1 epoch per layer, not the paper's schedule", "–"])
     return markdown(["paper's headline, setting", "paper", "ours, same setting (seed 0 unless stated)", "how far", "curve"], rows)
 
 
@@ -375,7 +405,7 @@ def seeds_headline() -> str:
 @table
 def seeds_table_6_10_optimizer() -> str:
     """BP linear's final accuracy per experience under the thesis's optimizer (SGD with momentum) and ours (Adam)."""
-    name, thesis_avg, thesis = THESIS_6_10["naive"]
+    name, thesis_avg, thesis = THESIS_6_10["linear"]["naive"]
     rows = [[f"{name}, thesis (SGD with momentum)", "not stated", *thesis, thesis_avg]]
     for optimizer, path in (("Adam, 5 seeds", "seeds/table-6.10-linear"), ("SGD with momentum 0.9, seed 0", "seeds/table-6.10-linear-sgdm")):
         runs = load(f"{path}/results.json")["runs"]["naive"]

@@ -15,6 +15,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from hebbedge.layers import HebbLayer
 from hebbedge.models import thesis_linear
@@ -38,14 +39,15 @@ def pretrain(model: nn.Sequential, x: torch.Tensor, epochs: int, batch_size: int
 
 
 @torch.no_grad()
-def embed(model: nn.Sequential, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def embed(model: nn.Sequential, x: torch.Tensor, batch_size: int = 2000, desc: str = "features", progress: bool = False) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    starts = tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False)
+    return torch.cat([model(x[i:i + batch_size]) for i in starts])
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], epochs: int,
                  lr: float, seed: int, n_classes: int = 10, dropout: float = 0.0, halve_at: tuple[float, ...] = (),
-                 curve: list[float] | None = None) -> float:
+                 curve: list[float] | None = None, progress: bool = False) -> float:
     """Test accuracy of a linear classifier trained by Adam on (features, labels), batch 64, with
     `dropout` on its input and its rate halved at each fraction `halve_at` of the epochs; `curve`,
     when given, receives the test accuracy after every epoch."""
@@ -60,7 +62,7 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Ten
         head.eval()
         return (head(test[0]).argmax(1) == test[1]).float().mean().item()
 
-    for _ in range(epochs):
+    for _ in tqdm(range(epochs), desc="linear head", disable=not progress, leave=False):
         head.train()
         order = torch.randperm(len(train[0]), generator=g)
         for i in range(0, len(order), 64):

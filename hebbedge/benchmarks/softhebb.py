@@ -112,7 +112,8 @@ def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, schedule: str = "
            "halve_at": list(s.halve_at), "seed": seed, "hebbian_weights": n_parameters(net)}
     for name, model in (("softhebb", net), ("random", control)):
         curve: list[float] = []
-        out[f"{name}_test_acc"] = linear_probe((embed(model, x), y), (embed(model, x_test), y_test), epochs, s.probe_lr,
-                                               seed, dropout=s.probe_dropout, halve_at=s.halve_at, curve=curve)
+        features = [embed(model, images, desc=f"{name} features", progress=progress) for images in (x, x_test)]
+        out[f"{name}_test_acc"] = linear_probe((features[0], y), (features[1], y_test), epochs, s.probe_lr, seed,
+                                               dropout=s.probe_dropout, halve_at=s.halve_at, curve=curve, progress=progress)
         out[f"{name}_curve"] = curve
     return out
