@@ -322,15 +322,17 @@ THESIS_6_10 = {  # thesis Table 6.10 per net: average accuracy, and the final ac
              "naive": ("BP conv", "77.3 ± 3.6", ["75.6", "71.1", "51.4", "97.2", "91.2"])}}
 
 
-def table_6_10_runs(net: str) -> dict[str, list[dict]]:
-    return load(f"seeds/table-6.10-{net}/results.json")["runs"]
+def table_6_10(net: str) -> dict:
+    """One net's Table 6.10 compare record (its "summary" and "runs")."""
+    return load(f"seeds/table-6.10-{net}/results.json")
 
 
 @table
 def seeds_table_6_10() -> str:
     rows = []
     for net, learners in THESIS_6_10.items():
-        summary, runs = load(f"seeds/table-6.10-{net}/results.json")["summary"], table_6_10_runs(net)
+        record = table_6_10(net)
+        summary, runs = record["summary"], record["runs"]
         rows += [[f"{name} (`{learner}`)", p, thesis if p == "task-aware" else "—",
                   seed_mean(summary[learner][p]["final_avg_acc"], len(runs[learner])), len(runs[learner])]
                  for learner, (name, thesis, _) in learners.items() for p in PROTOCOLS]
@@ -341,13 +343,13 @@ def seeds_table_6_10() -> str:
 def seeds_table_6_10_experiences() -> str:
     rows = []
     for net, learners in THESIS_6_10.items():
-        runs = table_6_10_runs(net)
+        runs = table_6_10(net)["runs"]
         for learner, (name, _, thesis) in learners.items():
             rows.append([f"{name}, thesis", "not stated", *thesis])
             for p in PROTOCOLS:
                 last = [r["protocols"][p]["matrix"][-1] for r in runs[learner]]
                 rows.append([f"{name}, ours", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(5))])
-    classes = table_6_10_runs("linear")["hebbian"][0]["classes_per_experience"]
+    classes = table_6_10("linear")["runs"]["hebbian"][0]["classes_per_experience"]
     return markdown(["learner", "protocol", *(f"exp {j + 1} ({','.join(map(str, c))})" for j, c in enumerate(classes))], rows)
 
 
@@ -358,7 +360,7 @@ def seeds_table_6_10_conv_learning() -> str:
         m = run["protocols"]["task-aware"]["matrix"]
         return [name, *(pct(m[j][j], 1) for j in range(5)), pct(final(run, "task-aware"), 1)]
 
-    conv = table_6_10_runs("conv")
+    conv = table_6_10("conv")["runs"]
     rows = [row(f"{THESIS_6_10['conv'][learner][0]}, F-4, 60,000 images, thesis rates", conv[learner][0]) for learner in ("hebbian", "naive")]
     for folder, setting in (("adam3e-4-60k", "Adam 3e-4, 60,000 images"), ("adam3e-4-10k", "Adam 3e-4, 10,000 images"),
                             ("adam1e-4-10k", "Adam 1e-4, 10,000 images"), ("sgdm3e-4-10k", "SGD with momentum 0.9, 3e-4, 10,000 images")):
@@ -389,7 +391,8 @@ def seeds_headline() -> str:
             ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04", f"F-1: {conv[0]}", f"F-1 only (F-4 needs a GPU); {conv[1]}",
              curve("mnist-conv-f1-ch-seed0.png")]]
     for net, learners in THESIS_6_10.items():
-        summary, runs = load(f"seeds/table-6.10-{net}/results.json")["summary"], table_6_10_runs(net)
+        record = table_6_10(net)
+        summary, runs = record["summary"], record["runs"]
         for learner, (name, thesis, _) in learners.items():
             n = len(runs[learner])
             ci, ta = (seed_mean(summary[learner][p]["final_avg_acc"], n) for p in PROTOCOLS)
