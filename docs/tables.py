@@ -13,7 +13,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -333,15 +333,19 @@ def table_6_10(net: str) -> dict:
     return load(f"seeds/table-6.10-{net}/results.json")
 
 
+def table_6_10_finals(net: str) -> Iterator[tuple[str, str, str, int, dict[str, str]]]:
+    """Per learner of one net: its thesis name and figure, its number of seeds, and its final average
+    accuracy per protocol (`seed_mean`)."""
+    record = table_6_10(net)
+    for learner, (name, thesis, _) in THESIS_6_10[net].items():
+        n = len(record["runs"][learner])
+        yield learner, name, thesis, n, {p: seed_mean(record["summary"][learner][p]["final_avg_acc"], n) for p in PROTOCOLS}
+
+
 @table
 def seeds_table_6_10() -> str:
-    rows = []
-    for net, learners in THESIS_6_10.items():
-        record = table_6_10(net)
-        summary, runs = record["summary"], record["runs"]
-        rows += [[f"{name} (`{learner}`)", p, thesis if p == "task-aware" else "—",
-                  seed_mean(summary[learner][p]["final_avg_acc"], len(runs[learner])), len(runs[learner])]
-                 for learner, (name, thesis, _) in learners.items() for p in PROTOCOLS]
+    rows = [[f"{name} (`{learner}`)", p, thesis if p == "task-aware" else "—", final[p], n]
+            for net in THESIS_6_10 for learner, name, thesis, n, final in table_6_10_finals(net) for p in PROTOCOLS]
     return markdown(["learner", "protocol", "thesis Table 6.10 (5 runs)", "ours (mean ± std over seeds)", "seeds"], rows)
 
 
@@ -396,12 +400,9 @@ def seeds_headline() -> str:
              curve("mnist-linear-ch-seed0.png")],
             ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04", f"F-1: {conv[0]}", f"F-1 only (F-4 needs a GPU); {conv[1]}",
              curve("mnist-conv-f1-ch-seed0.png")]]
-    for net, learners in THESIS_6_10.items():
-        record = table_6_10(net)
-        summary, runs = record["summary"], record["runs"]
-        for learner, (name, thesis, _) in learners.items():
-            n = len(runs[learner])
-            ci, ta = (seed_mean(summary[learner][p]["final_avg_acc"], n) for p in PROTOCOLS)
+    for net in THESIS_6_10:
+        for _, name, thesis, n, final in table_6_10_finals(net):
+            ci, ta = (final[p] for p in PROTOCOLS)
             rows.append([f"thesis Table 6.10, Split-MNIST, {name}{', F-4' if net == 'conv' else ''} (1 epoch per experience, batch 64)",
                          thesis, f"{ci} class-incremental, {ta} task-aware", f"done, {n} seed{'s' * (n > 1)}" + ("" if n == 5 else " of 5"),
                          curve(f"table-6.10-{net}/experience_accuracy_task-aware.png")])
