@@ -28,6 +28,7 @@ def triangle_first_net(*a, **kw):
 
 
 pool_first_net, softhebb.softhebb_net = softhebb.softhebb_net, triangle_first_net
+# "triangle-first" is the name the batch-64 record (f1-batch64.json) carries for the paper's schedule at its batch
 schedule = "paper" if args.batch_size == softhebb.SCHEDULES["paper"].batch_size else "triangle-first"
 softhebb.SCHEDULES[schedule] = dataclasses.replace(softhebb.SCHEDULES["paper"], batch_size=args.batch_size)
 result = softhebb.run(load_normalised("mnist", torch.device("cpu"), None), args.width_factor, schedule, seed=0)
