@@ -556,6 +556,11 @@ def softhebb_cmd(
                                                 "quick: batch 64; head 20 epochs at 1e-2, no dropout."),
     train_size: Optional[int] = TRAIN_SIZE,
     probe_epochs: Optional[int] = typer.Option(None, help="Epochs of the linear head (default: the schedule's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch of the label-free epochs (default: the schedule's)."),
+    order: str = typer.Option("pool-triangle", help="Each layer's pooling and Triangle: pool-triangle (the paper's appendix A.3 text) "
+                                                    "or triangle-pool (its Table 4 and the authors' code)."),
+    normalise: str = typer.Option("mean", help="The rule's batch update: mean over patches (eq. 2) or max (divided by its largest entry, the authors' code)."),
+    radius: float = typer.Option(3.0, help="Initial weights' expected row norm in the paper's A.1.2 parametrisation (sqrt(N) E|w|)."),
     seed: int = SEED,
     data_dir: Optional[str] = DATA_DIR,
     out: Path = typer.Option(Path("runs/softhebb.json"), help="JSON result file; the head's per-epoch test accuracy is plotted beside it (.png)."),
@@ -566,21 +571,28 @@ def softhebb_cmd(
     from hebbedge.files import save_json
     from hebbedge.benchmarks.softhebb import ARCHITECTURES, SCHEDULES
     from hebbedge.benchmarks.softhebb import run as run_softhebb
+    from hebbedge.nets import SOFTHEBB_ORDERS
     from hebbedge.plots import plot_probe_curves
+    from hebbedge.rules import SoftHebbRule
     from hebbedge.train import load_normalised
 
     check_iid(scenario)
-    if arch not in ARCHITECTURES:
-        fail(f"unknown --arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    if schedule not in SCHEDULES:
-        fail(f"unknown --schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    for flag, value, valid in (("--arch", arch, ARCHITECTURES), ("--schedule", schedule, SCHEDULES),
+                               ("--order", order, SOFTHEBB_ORDERS), ("--normalise", normalise, SoftHebbRule.NORMALISE)):
+        if value not in valid:
+            fail(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be a positive number of images, got {batch_size}")
+    if radius <= 0:
+        fail(f"--radius must be positive (the initial weights' expected row norm), got {radius}")
     try:
         x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
         result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, schedule, seed=seed, arch=arch,
-                              probe_epochs=probe_epochs)
+                              probe_epochs=probe_epochs, batch_size=batch_size, order=order, normalise=normalise, radius=radius)
     except data_errors() as err:
         fail(str(err))
-    typer.echo(f"{scenario}, SoftHebb {arch} F-{width_factor}, {schedule} schedule, {result['train_samples']} training images: "
+    typer.echo(f"{scenario}, SoftHebb {arch} F-{width_factor}, {schedule} schedule (label-free batch {result['batch_size']}, "
+               f"{order}, {normalise} update), {result['train_samples']} training images: "
                f"test accuracy {100 * result['softhebb_test_acc']:.2f}% "
                f"(random-weights control {100 * result['random_test_acc']:.2f}%)")
     typer.echo(f"written to {save_json(out, result)}; head's curve plotted to {plot_probe_curves(result, out.with_suffix('.png'))}")

@@ -40,14 +40,25 @@ class Triangle(nn.Module):
         return f"power={self.power}"
 
 
+# The paper states the layer's order twice, differently: appendix A.3's text pools, then applies the
+# Triangle; Table 4 (and the authors' demo code) applies the Triangle, then pools. A layer's own learning
+# is the same either way (its rule sees its input patches); what it passes upward differs.
+SOFTHEBB_ORDERS = ("pool-triangle", "triangle-pool")
+
+
 def softhebb_block(n_in: int, n_out: int, kernel: int, pool: str, inv_tau: float, eta: float, triangle: float,
-                   radius: float = 3.0, batchnorm: bool = True) -> nn.Sequential:
-    """BatchNorm without affine (optional) -> SoftHebb conv -> pooling -> Triangle: one layer of Table 4."""
+                   radius: float = 3.0, batchnorm: bool = True, order: str = "pool-triangle",
+                   normalise: str = "mean") -> nn.Sequential:
+    """BatchNorm without affine (optional) -> SoftHebb conv -> pooling and Triangle in `order`: one
+    layer of Table 4. `normalise` is the rule's update scaling (`SoftHebbRule`)."""
+    if order not in SOFTHEBB_ORDERS:
+        raise ValueError(f"unknown SoftHebb layer order {order!r}; expected one of {', '.join(SOFTHEBB_ORDERS)}")
     conv = HebbConv2d(n_in, n_out, kernel, padding=kernel // 2, activation=None, eta=eta, beta=0.0, post=None,
-                      rule=SoftHebbRule(temperature=1.0 / inv_tau))
+                      rule=SoftHebbRule(temperature=1.0 / inv_tau, normalise=normalise))
     softhebb_init_(conv.weight, radius)
     pooling = MaxPool2d(4, 2, padding=1) if pool == "max" else nn.AvgPool2d(2, 2)
-    return nn.Sequential(*([nn.BatchNorm2d(n_in, affine=False)] if batchnorm else []), conv, pooling, Triangle(triangle))
+    tail = [pooling, Triangle(triangle)] if order == "pool-triangle" else [Triangle(triangle), pooling]
+    return nn.Sequential(*([nn.BatchNorm2d(n_in, affine=False)] if batchnorm else []), conv, *tail)
 
 
 

@@ -162,12 +162,20 @@ class SoftHebbRule(PatchRule):
     Soft anti-Hebbian: the update is negated for every neuron but the most active one (per patch).
     Per-neuron adaptive rate eta_k = (r_k - 1)^q, r_k = |w_k|: it vanishes as the weights reach
     the unit sphere (Section 3); the layer's eta multiplies it.
+
+    `normalise` says how the batch's summed update is scaled before that rate: "mean" over its patches
+    (eq. 2 averaged, the paper's text) or "max", divided by its largest absolute entry, as the authors'
+    code does (a diagnostic of issue 21: docs/seeds.md section 4).
     """
 
-    def __init__(self, temperature: float = 1.0, q: float = 0.5, anti_hebbian: bool = True) -> None:
+    NORMALISE = ("mean", "max")
+
+    def __init__(self, temperature: float = 1.0, q: float = 0.5, anti_hebbian: bool = True, normalise: str = "mean") -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature, self.q, self.anti_hebbian = temperature, q, anti_hebbian
+        if normalise not in self.NORMALISE:
+            raise ValueError(f"unknown SoftHebb update normalisation {normalise!r}; expected one of {', '.join(self.NORMALISE)}")
+        self.temperature, self.q, self.anti_hebbian, self.normalise = temperature, q, anti_hebbian, normalise
 
     def adaptive_rate(self, w: torch.Tensor) -> torch.Tensor:
         return (w.norm(dim=1) - 1).abs().pow(self.q)
@@ -179,11 +187,14 @@ class SoftHebbRule(PatchRule):
             winner = torch.nn.functional.one_hot(u.argmax(1), u.shape[1]).to(y.dtype)
             y = y * (2 * winner - 1)
         # sum_p y_k (x - u_k w_k) = (y^T C)_k - (sum_p y_k u_k) w_k
-        dw = (y.T @ c - (y * u).sum(0)[:, None] * w) / c.shape[0]
-        return self.adaptive_rate(w)[:, None] * dw
+        dw = y.T @ c - (y * u).sum(0)[:, None] * w
+        if self.normalise == "mean":
+            return self.adaptive_rate(w)[:, None] * (dw / c.shape[0])
+        return self.adaptive_rate(w)[:, None] * dw / (dw.abs().amax() + 1e-30)
 
     def __repr__(self) -> str:
-        return f"SoftHebbRule(temperature={self.temperature}, q={self.q}, anti_hebbian={self.anti_hebbian})"
+        return (f"SoftHebbRule(temperature={self.temperature}, q={self.q}, anti_hebbian={self.anti_hebbian}, "
+                f"normalise={self.normalise!r})")
 
 
 class SWTARule(PatchRule):

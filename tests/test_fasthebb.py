@@ -176,6 +176,49 @@ def test_softhebb_network_layers_and_greedy_training():
     assert all(torch.isfinite(c.weight).all() for c in convs)
 
 
+def test_softhebb_layer_order_changes_what_passes_upward_not_what_a_layer_learns():
+    """Appendix A.3's text pools before the Triangle, Table 4 after it. A layer's rule sees its input
+    patches, so the first layer learns the same weights either way; the layers above see different inputs."""
+    from hebbedge.layers import HebbConv2d
+    from hebbedge.benchmarks.softhebb import Triangle, softhebb_net, train_greedy
+
+    x = torch.randn(96, 1, 28, 28)
+    nets = {}
+    for order in ("pool-triangle", "triangle-pool"):
+        torch.manual_seed(0)
+        nets[order] = softhebb_net(1, width_factor=1, order=order)
+        triangle_at = 2 if order == "triangle-pool" else 3  # after BatchNorm and the conv
+        assert all(isinstance(block[triangle_at], Triangle) and isinstance(block[5 - triangle_at], (torch.nn.MaxPool2d, torch.nn.AvgPool2d))
+                   for block in nets[order][:-1])
+        train_greedy(nets[order], x, batch_size=32, progress=False)
+    convs = {order: [m.weight for m in net.modules() if isinstance(m, HebbConv2d)] for order, net in nets.items()}
+    assert torch.equal(convs["pool-triangle"][0], convs["triangle-pool"][0])
+    assert not torch.allclose(convs["pool-triangle"][1], convs["triangle-pool"][1])
+    with pytest.raises(ValueError, match="expected one of pool-triangle, triangle-pool"):
+        softhebb_net(1, width_factor=1, order="triangle")
+
+
+def test_softhebb_max_normalised_update_against_a_per_patch_loop():
+    """normalise="max" (the authors' code): the batch's summed eq.-2 update divided by its largest
+    absolute entry, then the norm-dependent rate; checked in float64 against a loop over patches."""
+    from hebbedge.rules import SoftHebbRule
+
+    g = torch.Generator().manual_seed(0)
+    c, w = torch.randn(20, 6, generator=g, dtype=torch.float64), 2 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    rule = SoftHebbRule(temperature=0.7, normalise="max")
+    total = torch.zeros_like(w)
+    for x in c:  # eq. 2 per patch, anti-Hebbian for every neuron but the winner
+        u = w @ x
+        y = torch.softmax(u / 0.7, dim=0) * torch.where(u == u.max(), 1.0, -1.0)
+        total += torch.stack([y[k] * (x - u[k] * w[k]) for k in range(len(w))])
+    expected = rule.adaptive_rate(w)[:, None] * total / total.abs().max()
+    assert torch.allclose(rule.update(c, w), expected)
+    mean = SoftHebbRule(temperature=0.7).update(c, w)
+    assert torch.allclose(mean, rule.adaptive_rate(w)[:, None] * total / len(c))  # the default: the mean over patches
+    with pytest.raises(ValueError, match="expected one of mean, max"):
+        SoftHebbRule(normalise="sum")
+
+
 def test_softhebb_table4_columns():
     from hebbedge.layers import HebbConv2d
     from hebbedge.benchmarks.softhebb import layer_widths, softhebb_net
@@ -203,13 +246,15 @@ def test_softhebb_command_reports_the_random_weights_control(tmp_path):
 
     out = tmp_path / "sh.json"
     result = CliRunner().invoke(app, ["softhebb", "mnist", "--width-factor", "1", "--train-size", "300", "--probe-epochs", "3",
-                                      "--out", str(out)])
+                                      "--batch-size", "25", "--order", "triangle-pool", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert 0 <= record["softhebb_test_acc"] <= 1 and 0 <= record["random_test_acc"] <= 1
     assert "random-weights control" in result.output
-    # the paper's schedule by default (appendix A.6), and the head's curve ends at the reported accuracy
-    assert (record["schedule"], record["batch_size"], record["probe_dropout"]) == ("paper", 10, 0.5)
+    # the paper's schedule by default (appendix A.6) with the label-free batch and layer order asked for,
+    # and the head's curve ends at the reported accuracy
+    assert (record["schedule"], record["probe_dropout"], record["probe_epochs"]) == ("paper", 0.5, 3)
+    assert (record["batch_size"], record["order"], record["normalise"], record["radius"]) == (25, "triangle-pool", "mean", 3.0)
     for name in ("softhebb", "random"):
         assert len(record[f"{name}_curve"]) == 3 and record[f"{name}_curve"][-1] == record[f"{name}_test_acc"]
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
@@ -217,6 +262,12 @@ def test_softhebb_command_reports_the_random_weights_control(tmp_path):
     assert bad.exit_code == 2 and "valid: mnist-cifar, stl10, imagenet" in bad.output
     bad = CliRunner().invoke(app, ["softhebb", "mnist", "--schedule", "slow"])
     assert bad.exit_code == 2 and "valid: paper, quick" in bad.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--order", "triangle"])
+    assert bad.exit_code == 2 and "valid: pool-triangle, triangle-pool" in bad.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--normalise", "sum"])
+    assert bad.exit_code == 2 and "valid: mean, max" in bad.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--batch-size", "0"])
+    assert bad.exit_code == 2 and "--batch-size must be a positive" in bad.output
 
 
 def test_linear_probe_halves_its_rate_at_the_given_fractions(monkeypatch):

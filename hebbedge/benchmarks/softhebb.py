@@ -2,7 +2,8 @@
 
 Each layer is BatchNorm without trained affine parameters -> a HebbConv2d learning by
 `SoftHebbRule` (soft WTA with soft anti-Hebbian plasticity and the norm-dependent rate) -> pooling
--> Triangle activation (Table 4 of the paper, all three columns; hyperparameters of Table 3). Layers are trained
+-> Triangle activation (appendix A.3's order; Table 4's, Triangle then pooling, is `order="triangle-pool"`;
+all three columns of Table 4; hyperparameters of Table 3). Layers are trained
 one after the other, one epoch each, without labels; a linear classifier on the last layer's
 output is then trained by backprop with cross-entropy.
 """
@@ -57,11 +58,14 @@ def layer_widths(arch: str, width_factor: int) -> list[int]:
     return [FIRST_WIDTH[arch] * width_factor**k for k in range(len(ARCHITECTURES[arch]))]
 
 
-def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0, arch: str = "mnist-cifar") -> nn.Sequential:
-    """The SoftHebb feature network of one Table 4 column (without the classifier), as one Sequential of blocks."""
+def softhebb_net(in_channels: int = 1, width_factor: int = 4, radius: float = 3.0, arch: str = "mnist-cifar",
+                 order: str = "pool-triangle", normalise: str = "mean") -> nn.Sequential:
+    """The SoftHebb feature network of one Table 4 column (without the classifier), as one Sequential of
+    blocks; `order` and `normalise` as in `softhebb_block`."""
     blocks, n_in = [], in_channels
     for k, (n_out, (kernel, pool)) in enumerate(zip(layer_widths(arch, width_factor), ARCHITECTURES[arch])):
-        blocks.append(softhebb_block(n_in, n_out, kernel, pool, *HYPERPARAMETERS[min(k, len(HYPERPARAMETERS) - 1)], radius))
+        blocks.append(softhebb_block(n_in, n_out, kernel, pool, *HYPERPARAMETERS[min(k, len(HYPERPARAMETERS) - 1)], radius,
+                                     order=order, normalise=normalise))
         n_in = n_out
     return nn.Sequential(*blocks, nn.Flatten())
 
@@ -93,23 +97,27 @@ def fit_batchnorm(net: nn.Sequential, x: torch.Tensor, batch_size: int = 500) ->
 
 
 def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, schedule: str = "paper", seed: int = 0,
-        progress: bool = True, arch: str = "mnist-cifar", probe_epochs: int | None = None) -> dict:
+        progress: bool = True, arch: str = "mnist-cifar", probe_epochs: int | None = None, batch_size: int | None = None,
+        order: str = "pool-triangle", normalise: str = "mean", radius: float = 3.0) -> dict:
     """Greedy SoftHebb training, then a linear head; the same head on the random-weights net is the
-    control. `probe_epochs` overrides the schedule's; the record holds each head's test accuracy per
-    epoch (`*_curve`)."""
+    control. `probe_epochs` and `batch_size` (label-free) override the schedule's; `order`, `normalise`
+    and `radius` build the net (`softhebb_net`). The record holds each head's test accuracy per epoch
+    (`*_curve`)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown SoftHebb schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     s = SCHEDULES[schedule]
     epochs = s.probe_epochs if probe_epochs is None else probe_epochs
+    batch_size = s.batch_size if batch_size is None else batch_size
     x, y, x_test, y_test = data
     torch.manual_seed(seed)
-    net = softhebb_net(x.shape[1], width_factor, arch=arch)
+    net = softhebb_net(x.shape[1], width_factor, radius, arch, order, normalise)
     control = copy.deepcopy(net)
-    train_greedy(net, x, batch_size=s.batch_size, seed=seed, progress=progress)
+    train_greedy(net, x, batch_size=batch_size, seed=seed, progress=progress)
     fit_batchnorm(control, x)
     out = {"arch": arch, "width_factor": width_factor, "train_samples": len(x), "schedule": schedule,
-           "batch_size": s.batch_size, "probe_epochs": epochs, "probe_lr": s.probe_lr, "probe_dropout": s.probe_dropout,
-           "halve_at": list(s.halve_at), "seed": seed, "hebbian_weights": n_parameters(net)}
+           "batch_size": batch_size, "order": order, "normalise": normalise, "radius": radius, "probe_epochs": epochs,
+           "probe_lr": s.probe_lr, "probe_dropout": s.probe_dropout, "halve_at": list(s.halve_at), "seed": seed,
+           "hebbian_weights": n_parameters(net)}
     for name, model in (("softhebb", net), ("random", control)):
         curve: list[float] = []
         features = [embed(model, images, desc=f"{name} features", progress=progress) for images in (x, x_test)]
