@@ -188,6 +188,8 @@ class SoftHebbRule(PatchRule):
             y = y * (2 * winner - 1)
         # sum_p y_k (x - u_k w_k) = (y^T C)_k - (sum_p y_k u_k) w_k
         dw = y.T @ c - (y * u).sum(0)[:, None] * w
+        # Two returns, not one shared scaling: each keeps the operation order of the code that made the
+        # recorded results (rate * (dw / P); (rate * dw) / max), so those records reproduce bit for bit.
         if self.normalise == "mean":
             return self.adaptive_rate(w)[:, None] * (dw / c.shape[0])
         return self.adaptive_rate(w)[:, None] * dw / (dw.abs().amax() + 1e-30)
