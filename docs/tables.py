@@ -379,6 +379,25 @@ def seeds_table_6_10_conv_learning() -> str:
     return markdown(["run (seed 0)", *(f"exp {j + 1}" for j in range(5)), "final avg (task-aware)"], rows)
 
 
+CH_CONV_F1 = {"thesis": "AdamW, lr 0.1 (the thesis's rate)", "adamw-lr0.01": "AdamW, lr 0.01", "adamw-lr0.003": "AdamW, lr 0.003",
+              "adamw-lr0.001": "AdamW, lr 0.001", "adamw-lr0.0003": "AdamW, lr 0.0003",
+              "sgdm": "SGD with momentum 0.9, lr 0.1 (the thesis's optimizer and rate)"}
+
+
+@table
+def seeds_table_6_10_conv_ch_optimizer() -> str:
+    """CH conv at F-1 under the Table 6.10 protocol, by C's optimizer and learning rate: each pair right after it
+    was trained, each pair at the end (task-aware), and the final averages."""
+    rows = []
+    for folder, setting in CH_CONV_F1.items():
+        run = load(f"seeds/table-6.10-conv-ch-f1/{folder}/results.json")["runs"]["hebbian"][0]
+        m = run["protocols"]["task-aware"]["matrix"]
+        rows.append([setting, " / ".join(pct(m[j][j], 1) for j in range(5)), " / ".join(pct(v, 1) for v in m[-1]),
+                     pct(final(run, "task-aware"), 1), pct(final(run), 1)])
+    return markdown(["C's optimizer (seed 0)", "right after training, pairs 1–5", "at the end, pairs 1–5",
+                     "final avg, task-aware", "final avg, class-incremental"], rows)
+
+
 def progress(path: str) -> tuple[str, str]:
     """An i.i.d. run's test accuracy at its best validation epoch, and how far it got with its trend."""
     run = load(path)

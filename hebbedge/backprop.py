@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hebbedge.config import CHOICES
 from hebbedge.learner import StepResult
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = CHOICES["backprop.optimizer"]
 
 
 class BackpropLearner:

@@ -42,10 +42,11 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class HebbianSection:
-    """The Hebbian learner: AdamW on C, the Hebbian rate eta and the momentum of the local rule."""
+    """The Hebbian learner: the optimizer on C, the Hebbian rate eta and the momentum of the local rule."""
 
-    optimizer: str = "adamw"  # on C
+    optimizer: str = "adamw"  # on C: adamw | sgd (the thesis's continual-learning runs: SGD with momentum)
     lr: float = 0.03
+    sgd_momentum: float = 0.0  # sgd only
     weight_decay: float = 0.003
     dropout: float = 0.0
     eta: float = 1e-3  # linear layers
@@ -139,6 +140,8 @@ READ_ONLY_BY: dict[str, tuple[str, ...]] = {
 # Only the transfer streams have [readout]; randumb's and conv-lda's defaults serve without their sections.
 OPTIONAL_SECTIONS = ("readout", "randumb", "conv_lda")
 POSITIVE = ("stream.epochs", "stream.batch_size", "stream.eval_batch_size")
+# The optimizers a config may name (hebbedge.learner builds C's, hebbedge.backprop the twin's).
+CHOICES = {"hebbian.optimizer": ("adamw", "sgd"), "backprop.optimizer": ("adam", "sgd")}
 
 
 class ConfigError(ValueError):
@@ -229,6 +232,10 @@ def _check(cfg: Config, source: str) -> Config:
         name, key = dotted.split(".")
         if getattr(getattr(cfg, name), key) < 1:
             raise ConfigError(f"{source}: {dotted} must be a positive integer, got {getattr(getattr(cfg, name), key)}")
+    for dotted, choices in CHOICES.items():
+        name, key = dotted.split(".")
+        if getattr(getattr(cfg, name), key) not in choices:
+            raise ConfigError(f"{source}: {dotted} = {getattr(getattr(cfg, name), key)!r}; expected one of {', '.join(choices)}")
     return cfg
 
 
@@ -269,7 +276,8 @@ _MODEL, _HEBBIAN, _BACKPROP = ModelSection(), HebbianSection(), BackpropSection(
 # what `--set SECTION.KEY=VALUE` changes and what ``TrainConfig.config`` fills in.
 SCHEMA_FIELDS = {"stream.epochs": "epochs", "stream.batch_size": "batch_size",
                  **{f"model.{k}": k for k in ("arch", "widths", "width_factor", "activation", "dropout")},
-                 "hebbian.lr": "c_lr", "hebbian.weight_decay": "c_weight_decay", "hebbian.dropout": "dropout",
+                 "hebbian.optimizer": "c_optimizer", "hebbian.lr": "c_lr", "hebbian.sgd_momentum": "c_momentum",
+                 "hebbian.weight_decay": "c_weight_decay", "hebbian.dropout": "dropout",
                  **{f"hebbian.{k}": k for k in ("eta", "eta_conv", "momentum", "beta", "label_smoothing")},
                  "backprop.lr": "lr", "backprop.weight_decay": "weight_decay", "backprop.dropout": "dropout"}
 
@@ -298,7 +306,9 @@ class TrainConfig:
     momentum: bool = _HEBBIAN.momentum
     beta: float = _HEBBIAN.beta
     label_smoothing: float = _HEBBIAN.label_smoothing
+    c_optimizer: str = _HEBBIAN.optimizer
     c_lr: float = _HEBBIAN.lr
+    c_momentum: float = _HEBBIAN.sgd_momentum
     c_weight_decay: float = _HEBBIAN.weight_decay
     # backprop twin
     lr: float = _BACKPROP.lr

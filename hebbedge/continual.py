@@ -193,11 +193,13 @@ def _slda(run, entry, cfg, model, common, *_):
 
 
 def _hebbian(run, entry, cfg, model, common, *_):
-    """hebbian / random / hybrids: C by AdamW (a hybrid's backprop layers at sgd_lr), W by local rules."""
+    """hebbian / random / hybrids: C by the [hebbian] optimizer (a hybrid's backprop layers at sgd_lr), W by local rules."""
     if run.freeze_c_after is not None:
         common = {**common, "plugins": common["plugins"] + [FreezeCPlugin(run.freeze_c_after)]}
     sgd_lr = cfg.hybrid.sgd_lr if entry.family == "hybrid" else None
-    return HebbianStrategy(model=model, c_lr=cfg.hebbian.lr, c_weight_decay=cfg.hebbian.weight_decay, sgd_lr=sgd_lr, **common)
+    h = cfg.hebbian
+    return HebbianStrategy(model=model, c_optimizer=h.optimizer, c_lr=h.lr, c_momentum=h.sgd_momentum,
+                           c_weight_decay=h.weight_decay, sgd_lr=sgd_lr, **common)
 
 
 def _unsupervised(run, entry, cfg, model, common, *_):

@@ -3,7 +3,7 @@
 Each global batch of B samples is cut into R equal shards, one per process (rank). What is reduced:
 
 - the Hebbian learner with C training (``DistributedHebbianLearner``): C's gradients are averaged before
-  AdamW, like DDP; after the local rules, each layer's momentum M (and bias momentum) is averaged. Every
+  the optimizer's step, like DDP; after the local rules, each layer's momentum M (and bias momentum) is averaged. Every
   rank held the same M before the step, so mean_r(beta*M + D_r) = beta*M + mean_r D_r: the step takes
   the mean of the ranks' local directions (docs/method.md: M <- beta M + D, with D = mean_r D_r);
 - its backprop twin: ``torch.nn.parallel.DistributedDataParallel`` averages the gradients;
@@ -43,7 +43,7 @@ from hebbedge.layers import HebbLayer
 from hebbedge.learner import HebbianLearner, StepResult
 from hebbedge.readout import LDAReadout
 from hebbedge.rules import GradientRule
-from hebbedge.train import TrainConfig, build, data_record, evaluate, fit, holdout, load_normalised, resolve_device, summary
+from hebbedge.train import TrainConfig, build, data_record, evaluate, fit, hebbian_learner, holdout, load_normalised, resolve_device, summary
 
 LEARNERS = ("hebbian", "random", "adam", "sgd", "lda")
 
@@ -174,7 +174,7 @@ def _reduce_momenta_(layers: list[HebbLayer], reduce: Callable[[list[list[torch.
 
 class DistributedHebbianLearner(HebbianLearner):
     """``HebbianLearner`` whose step, on this rank's shard, makes every rank take the same update:
-    C's gradients averaged before AdamW, each layer's M averaged after the local rules (module
+    C's gradients averaged before the optimizer's step, each layer's M averaged after the local rules (module
     docstring). Ranks start from rank 0's model and stay identical (up to reduction order: bit-equal
     across ranks, since every rank receives the same reduced values).
 
@@ -189,7 +189,7 @@ class DistributedHebbianLearner(HebbianLearner):
     def step_c(self) -> None:
         # The ranks' losses are means over equal shards, so the mean of their gradients is the gradient
         # of the global batch's mean loss. A non-finite gradient on any rank makes the mean non-finite on
-        # all, so the parent's finiteness check skips AdamW on every rank alike.
+        # all, so the parent's finiteness check skips the step on every rank alike.
         mean_([p.grad for p in self.model.parameters() if p.grad is not None])
         super().step_c()
 
@@ -346,7 +346,7 @@ def run(cfg: TrainConfig, device: str = "auto", data_dir: str | None = None, pro
         state = {"model": model.state_dict()}
     else:
         if isinstance(single, HebbianLearner):  # (build's own learner is not used: this one reduces)
-            distributed = DistributedHebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
+            distributed = hebbian_learner(model, cfg, DistributedHebbianLearner)
         else:
             distributed = distributed_backprop(model, learner, lr=cfg.lr, weight_decay=cfg.weight_decay)
         extra["reduced_bytes_per_step"] = reduced_bytes(distributed)

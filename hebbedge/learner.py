@@ -1,7 +1,7 @@
 """The learner: one single-forward-pass step per batch (thesis 4.3).
 
     forward with W_eff (each layer caches its input and output)
-    -> cross-entropy -> backward -> AdamW on C only
+    -> cross-entropy -> backward -> AdamW (or SGD) on C only
     -> commit W <- W_eff.detach() -> each layer's rule gives D -> M <- beta*M + D
 
 Each layer's part of it is ``hebbedge.layers.HebbLayer`` (forward, commit, learn), whose arithmetic is
@@ -20,7 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hebbedge.config import CHOICES
 from hebbedge.layers import HebbLayer
+
+# What trains C: AdamW (the thesis's i.i.d. runs, §6.1) or SGD with momentum (its continual-learning runs, §6.3).
+C_OPTIMIZERS = CHOICES["hebbian.optimizer"]
 
 
 @dataclass
@@ -43,16 +47,23 @@ class HebbianLearner:
         betas: tuple[float, float] = (0.9, 0.999),
         sgd_lr: float | None = None,
         fast: bool = True,
+        optimizer: str = "adamw",
+        momentum: float = 0.0,
     ) -> None:
-        """`fast` False makes every layer take the reference forms of ``hebbedge.plasticity`` (same values;
+        """`optimizer` trains C: "adamw" (with `betas`) or "sgd" (with `momentum`); `weight_decay` is
+        AdamW's decoupled decay or SGD's L2 term, both lr * weight_decay * C per step without momentum.
+        `fast` False makes every layer take the reference forms of ``hebbedge.plasticity`` (same values;
         see ``HebbLayer.pending_form``)."""
+        if optimizer not in C_OPTIMIZERS:
+            raise ValueError(f"unknown optimizer for C {optimizer!r}; expected one of {list(C_OPTIMIZERS)}")
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, HebbLayer)]
         if not self.layers:
             raise ValueError("the model has no Hebbian layers (HebbLinear / HebbConv2d)")
         for layer in self.layers:
             layer.fast = fast
-        self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, betas=betas)
+        self.optimizer_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+        self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, **({"betas": betas} if optimizer == "adamw" else {"momentum": momentum}))
         # A hybrid stack also has plain layers trained by backprop: their weights get their own group.
         c_ids = {id(p) for layer in self.layers for p in layer.parameters()}
         self.sgd_params = [p for p in model.parameters() if id(p) not in c_ids]
@@ -76,14 +87,14 @@ class HebbianLearner:
             layer.free_workspace()
 
     def unfreeze_c(self) -> None:
-        """C is trained again, with a fresh AdamW state."""
+        """C is trained again, with a fresh optimizer state."""
         for p in self.model.parameters():
             p.requires_grad_(True)
         sgd_ids = {id(p) for p in self.sgd_params}
         groups = [{"params": [p for p in self.model.parameters() if id(p) not in sgd_ids]}]
         if self.sgd_params:
             groups.append({"params": self.sgd_params, "lr": self.sgd_lr, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, **self.optimizer_config)
+        self.optimizer = self.optimizer_class(groups, **self.optimizer_config)
 
     def _check_batch(self, x: torch.Tensor, target: torch.Tensor) -> None:
         if x.shape[0] != target.shape[0] or x.shape[0] == 0:
@@ -116,7 +127,7 @@ class HebbianLearner:
                 layer.apply_pending_(target)
 
     def update_c(self, loss: torch.Tensor) -> None:
-        """Backprop the task loss into C through the pending update; AdamW steps C. No-op when frozen."""
+        """Backprop the task loss into C through the pending update; the optimizer steps C. No-op when frozen."""
         if self.frozen:
             return
         self.optimizer.zero_grad(set_to_none=True)
@@ -124,7 +135,7 @@ class HebbianLearner:
         self.step_c()
 
     def step_c(self) -> None:
-        """AdamW on C from the gradients already in .grad; skipped when they are not finite."""
+        """The optimizer's step on C from the gradients already in .grad; skipped when they are not finite."""
         if all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()):
             self.optimizer.step()
 

@@ -2,7 +2,7 @@
 
 Avalanche's training loop runs unchanged; three hooks make each minibatch one learner step:
 ``forward`` (under no_grad once C is frozen), ``backward`` (into C only; skipped when frozen) and
-``optimizer_step`` (AdamW on C, then commit and local rules). Evaluation, loggers and metrics
+``optimizer_step`` (the optimizer on C, then commit and local rules). Evaluation, loggers and metrics
 are Avalanche's own.
 """
 
@@ -28,7 +28,9 @@ class HebbianStrategy(SupervisedTemplate):
         self,
         *,
         model: nn.Module,
+        c_optimizer: str = "adamw",
         c_lr: float = 0.03,
+        c_momentum: float = 0.0,
         c_weight_decay: float = 0.003,
         sgd_lr: float | None = None,
         train_mb_size: int = 64,
@@ -39,7 +41,8 @@ class HebbianStrategy(SupervisedTemplate):
         evaluator=default_evaluator,
         eval_every: int = -1,
     ) -> None:
-        self.learner = HebbianLearner(model.to(device), lr=c_lr, weight_decay=c_weight_decay, sgd_lr=sgd_lr)
+        self.learner = HebbianLearner(model.to(device), lr=c_lr, weight_decay=c_weight_decay, sgd_lr=sgd_lr,
+                                      optimizer=c_optimizer, momentum=c_momentum)
         super().__init__(model=model, optimizer=self.learner.optimizer, train_mb_size=train_mb_size,
                          train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
                          plugins=plugins, evaluator=evaluator, eval_every=eval_every)

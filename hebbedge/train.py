@@ -40,8 +40,13 @@ def build(cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int, devi
     entry = registry.get(cfg.learner, "iid")
     model = build_net(entry, cfg.config(), in_shape, n_classes, device)
     if entry.optimizer is None:
-        return model, HebbianLearner(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay)
+        return model, hebbian_learner(model, cfg)
     return model, BackpropLearner(model, entry.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def hebbian_learner(model: nn.Module, cfg: TrainConfig, kind: type[HebbianLearner] = HebbianLearner) -> HebbianLearner:
+    """`kind` (HebbianLearner or a subclass) on `model`, C trained as `cfg` says."""
+    return kind(model, lr=cfg.c_lr, weight_decay=cfg.c_weight_decay, optimizer=cfg.c_optimizer, momentum=cfg.c_momentum)
 
 
 @torch.no_grad()

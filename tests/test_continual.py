@@ -204,6 +204,18 @@ def test_hybrid_stacks_learn_by_both_rules(tmp_path, learner):
     assert all(not torch.equal(b, m.weight) for b, m in zip(before, layers))
 
 
+def test_the_hebbian_section_names_the_optimizer_on_c():
+    from hebbedge.config import with_overrides
+    from hebbedge.continual import make_strategy
+    from hebbedge.scenarios import load_config
+
+    run = StreamRun("split-mnist", "hebbian", seed=0)
+    cfg = with_overrides(load_config("split-mnist"), {"hebbian": {"optimizer": "sgd", "sgd_momentum": 0.9, "lr": 0.1}})
+    strategy = make_strategy(run, cfg, (1, 28, 28), 10, torch.device("cpu"), [], EvaluationPlugin(loggers=[]))
+    assert isinstance(strategy.optimizer, torch.optim.SGD) and strategy.optimizer is strategy.learner.optimizer
+    assert (strategy.optimizer.defaults["momentum"], strategy.optimizer.defaults["lr"]) == (0.9, 0.1)
+
+
 def test_hybrid_cannot_freeze_c_and_needs_linear():
     from hebbedge.learner import HebbianLearner
 

@@ -193,6 +193,34 @@ def test_unfreeze_trains_c_again():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_sgd_with_momentum_on_c_takes_the_plain_update():
+    """optimizer="sgd" (the thesis's continual-learning optimizer, §6.3): each step moves C by
+    lr * buf with buf <- momentum * buf + (grad + weight_decay * C), written out here in float64."""
+    torch.manual_seed(0)
+    model = tiny_linear().double()
+    lr, wd, mom = 0.1, 0.01, 0.9
+    learner = HebbianLearner(model, lr=lr, weight_decay=wd, optimizer="sgd", momentum=mom)
+    assert isinstance(learner.optimizer, torch.optim.SGD)
+    params = list(model.parameters())
+    buf = [torch.zeros_like(p) for p in params]
+    for seed in (1, 2, 3):
+        x, y = batch(seed=seed)
+        before = [p.detach().clone() for p in params]
+        learner.step(x.double(), y)
+        for p, b, old in zip(params, buf, before):
+            b.mul_(mom).add_(p.grad + wd * old)
+            torch.testing.assert_close(p.detach(), old - lr * b, rtol=0, atol=1e-12)
+    assert any(p.grad.abs().max() > 0 for p in params)  # (the first step's M is zero: no gradient yet)
+    learner.freeze_c()
+    learner.unfreeze_c()
+    assert isinstance(learner.optimizer, torch.optim.SGD) and learner.optimizer.defaults["momentum"] == mom
+
+
+def test_an_unknown_optimizer_for_c_is_named():
+    with pytest.raises(ValueError, match="unknown optimizer for C 'adam'; expected one of"):
+        HebbianLearner(tiny_linear(), optimizer="adam")
+
+
 def finite(learner: HebbianLearner) -> bool:
     return all(torch.isfinite(t).all() for l in learner.layers for t in (l.weight, l.momentum, l.c_pre, l.c_post))
 

@@ -308,6 +308,8 @@ def test_a_config_is_checked_against_the_schema():
                                ({"hebbian": {"momentum": 1}}, "--set: hebbian.momentum: expected bool, got 1"),
                                ({"model": {"widths": ["a"]}}, "--set: model.widths: expected int, got \"a\""),
                                ({"stream": {"batch_size": 0}}, "--set: stream.batch_size must be a positive integer, got 0"),
+                               ({"hebbian": {"optimizer": "adam"}}, "--set: hebbian.optimizer = 'adam'; expected one of adamw, sgd"),
+                               ({"backprop": {"optimizer": "adamw"}}, "--set: backprop.optimizer = 'adamw'; expected one of adam, sgd"),
                                ({"readout": {"channels": 4}}, "this config has no [readout] section"),
                                ({"nope": {"x": 1}}, "--set: unknown section [nope]")):
         with pytest.raises(ConfigError) as err:

@@ -11,7 +11,7 @@ from hebbedge.benchmarks import accuracy as bench
 from hebbedge.backprop import BackpropLearner
 from hebbedge.cli.app import app
 from hebbedge.learner import HebbianLearner
-from hebbedge.train import TrainConfig, run
+from hebbedge.train import TrainConfig, build, run
 
 
 def tiny_data() -> tuple[torch.Tensor, ...]:
@@ -129,6 +129,10 @@ def test_an_iid_config_is_the_shared_schema_and_takes_set():
     assert sections.model.widths == (16, 8) and sections.hebbian.lr == 0.1 and sections.stream.batch_size == 32
     changed = cfg.with_overrides({"hebbian": {"eta": 2e-3, "momentum": False}, "model": {"widths": [4]}})
     assert (changed.eta, changed.momentum, changed.widths) == (2e-3, False, (4,))
+    sgd = cfg.with_overrides({"hebbian": {"optimizer": "sgd", "sgd_momentum": 0.9}})
+    assert sgd.config().hebbian.optimizer == "sgd" and sgd.config().hebbian.sgd_momentum == 0.9
+    _, learner = build(sgd, (1, 4, 4), 3)  # the learner trains C by the optimizer the config names
+    assert isinstance(learner.optimizer, torch.optim.SGD) and learner.optimizer.defaults["momentum"] == 0.9
     for overrides, message in (({"unsupervised": {"q": 1.0}}, "--set unsupervised.q: not a setting of an i.i.d. run"),
                                ({"hebbian": {"eta": "fast"}}, "--set: hebbian.eta: expected float")):
         with pytest.raises(ConfigError, match=message):
