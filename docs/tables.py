@@ -388,14 +388,18 @@ CH_CONV_F1 = {"thesis": "AdamW, lr 0.1 (the thesis's rate)", "adamw-lr0.01": "Ad
 def seeds_table_6_10_conv_ch_optimizer() -> str:
     """CH conv at F-1 under the Table 6.10 protocol, by C's optimizer and learning rate: each pair right after it
     was trained, each pair at the end (task-aware), and the final averages."""
+    runs = [("F-1", setting, load(f"seeds/table-6.10-conv-ch-f1/{folder}/results.json")) for folder, setting in CH_CONV_F1.items()]
+    runs += [("F-4", CH_CONV_F1["thesis"], table_6_10("conv")), ("F-4", CH_CONV_F1["adamw-lr0.001"], load("seeds/table-6.10-conv-lr0.001/results.json"))]
     rows = []
-    for folder, setting in CH_CONV_F1.items():
-        run = load(f"seeds/table-6.10-conv-ch-f1/{folder}/results.json")["runs"]["hebbian"][0]
-        m = run["protocols"]["task-aware"]["matrix"]
-        rows.append([setting, " / ".join(pct(m[j][j], 1) for j in range(5)), " / ".join(pct(v, 1) for v in m[-1]),
-                     pct(final(run, "task-aware"), 1), pct(final(run), 1)])
-    return markdown(["C's optimizer (seed 0)", "right after training, pairs 1–5", "at the end, pairs 1–5",
-                     "final avg, task-aware", "final avg, class-incremental"], rows)
+    for width, setting, record in runs:
+        matrices = [run["protocols"]["task-aware"]["matrix"] for run in record["runs"]["hebbian"]]
+        n, summary = len(matrices), record["summary"]["hebbian"]
+        diagonal = [sum(m[j][j] for m in matrices) / n for j in range(5)]
+        last = [sum(m[-1][j] for m in matrices) / n for j in range(5)]
+        rows.append([width, setting, n, " / ".join(pct(v, 1) for v in diagonal), " / ".join(pct(v, 1) for v in last),
+                     *(seed_mean(summary[p]["final_avg_acc"], n) for p in ("task-aware", "class-incremental"))])
+    return markdown(["net", "C's optimizer", "seeds", "right after training, pairs 1–5 (mean over seeds)",
+                     "at the end, pairs 1–5 (mean over seeds)", "final avg, task-aware", "final avg, class-incremental"], rows)
 
 
 def progress(path: str) -> tuple[str, str]:
@@ -420,19 +424,26 @@ def seeds_headline() -> str:
              curve("mnist-linear-ch-seed0.png")],
             ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04", f"F-1: {conv[0]}", f"F-1 only (F-4 needs a GPU); {conv[1]}",
              curve("mnist-conv-f1-ch-seed0.png")]]
+    slow = load("seeds/table-6.10-conv-lr0.001/results.json")["runs"]["hebbian"][0]  # C by AdamW at lr 0.001
     for net in THESIS_6_10:
-        for _, name, thesis, n, final in table_6_10_finals(net):
-            ci, ta = (final[p] for p in PROTOCOLS)
+        for learner, name, thesis, n, finals in table_6_10_finals(net):
+            ci, ta = (finals[p] for p in PROTOCOLS)
+            how_far = f"done, {n} seed{'s' * (n > 1)}" + ("" if n == 5 else " of 5")
+            png = curve(f"table-6.10-{net}/experience_accuracy_task-aware.png")
+            if (net, learner) == ("conv", "hebbian"):
+                how_far += (f"; C by AdamW at lr 0.001 instead of 0.1: {pct(final(slow), 1)} class-incremental, "
+                            f"{pct(final(slow, 'task-aware'), 1)} task-aware (why: docs/seeds.md section 3)")
+                png += ", " + curve("table-6.10-conv-lr0.001/experience_accuracy_task-aware.png")
             rows.append([f"thesis Table 6.10, Split-MNIST, {name}{', F-4' if net == 'conv' else ''} (1 epoch per experience, batch 64)",
-                         thesis, f"{ci} class-incremental, {ta} task-aware", f"done, {n} seed{'s' * (n > 1)}" + ("" if n == 5 else " of 5"),
-                         curve(f"table-6.10-{net}/experience_accuracy_task-aware.png")])
+                         thesis, f"{ci} class-incremental, {ta} task-aware", how_far, png])
     first = load("seeds/softhebb-order/f4-paper.json")  # Triangle before pooling, as in the paper's Table 4
-    b64 = load("seeds/softhebb-order/f4-batch64.json")  # the same, label-free batch 64
+    b64 = [load(f"seeds/softhebb-order/f4-batch64{tail}.json") for tail in ("", "-seed1")]  # the same, label-free batch 64
     rows.append(["SoftHebb paper, MNIST (F-4, its schedule)", "99.35 ± 0.03",
                  f"{pct(softhebb['softhebb_test_acc'])} (random-weights control {pct(softhebb['random_test_acc'])}); "
                  f"Triangle before pooling as in its Table 4: {pct(first['softhebb_test_acc'])} (control {pct(first['random_test_acc'])})",
-                 f"done, 1 seed of the paper's 4; Table 4's order at label-free batch 64 instead of 10: {pct(b64['softhebb_test_acc'])} "
-                 f"(control {pct(b64['random_test_acc'])}); why it differs: docs/seeds.md section 4",
+                 "done, 1 seed of the paper's 4; Table 4's order at label-free batch 64 instead of 10, seeds 0 and 1: "
+                 + ", ".join(f"{pct(r['softhebb_test_acc'])} (control {pct(r['random_test_acc'])})" for r in b64)
+                 + "; why it differs: docs/seeds.md section 4",
                  f"{curve('softhebb-mnist-f4-paper-seed0.png')}, {curve('softhebb-order/f4-paper.png')}"])
     return markdown(["paper's headline, setting", "paper", "ours, same setting (seed 0 unless stated)", "how far", "curve"], rows)
 

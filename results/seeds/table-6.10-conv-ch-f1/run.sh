@@ -2,8 +2,8 @@
 # CH conv (hebbian) at width factor 1 under the Table 6.10 protocol: does the learner learn each new pair,
 # and what moves it? Seed 0, all 60,000 training images, 2,000 test images, the thesis's §6.3.1 CH conv values
 # (lr 0.1, weight decay 0.001, no dropout, eta_conv 1e-4, eta 1e-3) unless a run overrides one.
-# Writes runs/table-6.10-conv-ch-f1/NAME. Usage: bash results/seeds/table-6.10-conv-ch-f1/run.sh [NAME ...]
-run() { name=$1; shift; hebbedge compare split-mnist --learners hebbian --seeds 1 --class-order 0,1,2,3,4,5,6,7,8,9 \
+# Writes runs/table-6.10-conv-ch-f1/NAME. Usage: [SEEDS=N] bash results/seeds/table-6.10-conv-ch-f1/run.sh [NAME ...] (seeds 0..N-1; 1 by default)
+run() { name=$1; shift; hebbedge compare split-mnist --learners hebbian --seeds "${SEEDS:-1}" --class-order 0,1,2,3,4,5,6,7,8,9 \
   --set 'model.arch="conv"' --set model.width_factor=1 --set hebbian.lr=0.1 --set hebbian.weight_decay=0.001 \
   --set hebbian.dropout=0.0 --set hebbian.eta=1e-3 --set hebbian.eta_conv=1e-4 --test-size 2000 --device cpu \
   --out runs/table-6.10-conv-ch-f1/$name "$@"; }
