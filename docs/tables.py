@@ -329,6 +329,13 @@ THESIS_6_10 = {  # thesis Table 6.10 per net: average accuracy, and the final ac
              "naive": ("BP conv", "77.3 ± 3.6", ["75.6", "71.1", "51.4", "97.2", "91.2"])}}
 
 
+def experience_means(runs: list[dict], protocol: str, diagonal: bool = False) -> list[float]:
+    """Each experience's accuracy, mean over the runs (seeds): at the end (the accuracy matrix's last row),
+    or right after it was trained (its diagonal)."""
+    matrices = [run["protocols"][protocol]["matrix"] for run in runs]
+    return [statistics.fmean(m[j][j] if diagonal else m[-1][j] for m in matrices) for j in range(len(matrices[0]))]
+
+
 def table_6_10(net: str) -> dict:
     """One net's Table 6.10 compare record (its "summary" and "runs")."""
     return load(f"seeds/table-6.10-{net}/results.json")
@@ -358,8 +365,7 @@ def seeds_table_6_10_experiences() -> str:
         for learner, (name, _, thesis) in learners.items():
             rows.append([f"{name}, thesis", "not stated", *thesis])
             for p in PROTOCOLS:
-                last = [r["protocols"][p]["matrix"][-1] for r in runs[learner]]
-                rows.append([f"{name}, ours", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(5))])
+                rows.append([f"{name}, ours", p, *(pct(v, 1) for v in experience_means(runs[learner], p))])
     classes = table_6_10("linear")["runs"]["hebbian"][0]["classes_per_experience"]
     return markdown(["learner", "protocol", *(f"exp {j + 1} ({','.join(map(str, c))})" for j, c in enumerate(classes))], rows)
 
@@ -392,11 +398,8 @@ def seeds_table_6_10_conv_ch_optimizer() -> str:
     runs += [("F-4", CH_CONV_F1["thesis"], table_6_10("conv")), ("F-4", CH_CONV_F1["adamw-lr0.001"], load("seeds/table-6.10-conv-lr0.001/results.json"))]
     rows = []
     for width, setting, record in runs:
-        matrices = [run["protocols"]["task-aware"]["matrix"] for run in record["runs"]["hebbian"]]
-        n, summary = len(matrices), record["summary"]["hebbian"]
-        diagonal = [sum(m[j][j] for m in matrices) / n for j in range(5)]
-        last = [sum(m[-1][j] for m in matrices) / n for j in range(5)]
-        rows.append([width, setting, n, " / ".join(pct(v, 1) for v in diagonal), " / ".join(pct(v, 1) for v in last),
+        seeds, n, summary = record["runs"]["hebbian"], len(record["runs"]["hebbian"]), record["summary"]["hebbian"]
+        rows.append([width, setting, n, *(" / ".join(pct(v, 1) for v in experience_means(seeds, "task-aware", diagonal)) for diagonal in (True, False)),
                      *(seed_mean(summary[p]["final_avg_acc"], n) for p in ("task-aware", "class-incremental"))])
     return markdown(["net", "C's optimizer", "seeds", "right after training, pairs 1–5 (mean over seeds)",
                      "at the end, pairs 1–5 (mean over seeds)", "final avg, task-aware", "final avg, class-incremental"], rows)
@@ -457,8 +460,7 @@ def seeds_table_6_10_optimizer() -> str:
     for optimizer, path in (("Adam, 5 seeds", "seeds/table-6.10-linear"), ("SGD with momentum 0.9, seed 0", "seeds/table-6.10-linear-sgdm")):
         runs = load(f"{path}/results.json")["runs"]["naive"]
         for p in PROTOCOLS:
-            last = [r["protocols"][p]["matrix"][-1] for r in runs]
-            rows.append([f"{name}, ours ({optimizer})", p, *(f"{100 * statistics.fmean(row[j] for row in last):.1f}" for j in range(5)),
+            rows.append([f"{name}, ours ({optimizer})", p, *(pct(v, 1) for v in experience_means(runs, p)),
                          f"{100 * statistics.fmean(r['protocols'][p]['final_avg_acc'] for r in runs):.1f}"])
     return markdown(["learner", "protocol", *(f"exp {j + 1}" for j in range(5)), "average"], rows)
 

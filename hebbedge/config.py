@@ -234,8 +234,8 @@ def _check(cfg: Config, source: str) -> Config:
             raise ConfigError(f"{source}: {dotted} must be a positive integer, got {getattr(getattr(cfg, name), key)}")
     for dotted, choices in CHOICES.items():
         name, key = dotted.split(".")
-        if getattr(getattr(cfg, name), key) not in choices:
-            raise ConfigError(f"{source}: {dotted} = {getattr(getattr(cfg, name), key)!r}; expected one of {', '.join(choices)}")
+        if (value := getattr(getattr(cfg, name), key)) not in choices:
+            raise ConfigError(f"{source}: {dotted} = {value!r}; expected one of {', '.join(choices)}")
     return cfg
 
 

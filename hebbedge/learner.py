@@ -62,8 +62,8 @@ class HebbianLearner:
             raise ValueError("the model has no Hebbian layers (HebbLinear / HebbConv2d)")
         for layer in self.layers:
             layer.fast = fast
-        self.optimizer_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
-        self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, **({"betas": betas} if optimizer == "adamw" else {"momentum": momentum}))
+        self.optimizer_class, own = (torch.optim.AdamW, {"betas": betas}) if optimizer == "adamw" else (torch.optim.SGD, {"momentum": momentum})
+        self.optimizer_config = dict(lr=lr, weight_decay=weight_decay, **own)
         # A hybrid stack also has plain layers trained by backprop: their weights get their own group.
         c_ids = {id(p) for layer in self.layers for p in layer.parameters()}
         self.sgd_params = [p for p in model.parameters() if id(p) not in c_ids]
