@@ -569,23 +569,14 @@ def softhebb_cmd(
     import torch
 
     from hebbedge.files import save_json
-    from hebbedge.benchmarks.softhebb import ARCHITECTURES, SCHEDULES
+    from hebbedge.benchmarks.softhebb import check_settings
     from hebbedge.benchmarks.softhebb import run as run_softhebb
-    from hebbedge.nets import SOFTHEBB_ORDERS
     from hebbedge.plots import plot_probe_curves
-    from hebbedge.rules import SoftHebbRule
     from hebbedge.train import load_normalised
 
     check_iid(scenario)
-    for flag, value, valid in (("--arch", arch, ARCHITECTURES), ("--schedule", schedule, SCHEDULES),
-                               ("--order", order, SOFTHEBB_ORDERS), ("--normalise", normalise, SoftHebbRule.NORMALISE)):
-        if value not in valid:
-            fail(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
-    if batch_size is not None and batch_size < 1:
-        fail(f"--batch-size must be a positive number of images, got {batch_size}")
-    if radius <= 0:
-        fail(f"--radius must be positive (the initial weights' expected row norm), got {radius}")
     try:
+        check_settings(schedule, arch, order, normalise, batch_size, radius)  # before any data is loaded
         x, y, xt, yt = load_normalised(scenario, torch.device("cpu"), data_dir)
         result = run_softhebb((x[:train_size], y[:train_size], xt, yt), width_factor, schedule, seed=seed, arch=arch,
                               probe_epochs=probe_epochs, batch_size=batch_size, order=order, normalise=normalise, radius=radius)

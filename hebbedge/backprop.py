@@ -12,17 +12,22 @@ from hebbedge.learner import StepResult
 OPTIMIZERS = CHOICES["backprop.optimizer"]
 
 
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The backprop optimizer by its config name (``backprop.optimizer``): Adam, or SGD with `momentum`;
+    the one place both the i.i.d. learner and the stream baselines pick it."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
 class BackpropLearner:
     """End-to-end backprop on a plain PyTorch model: Adam, or SGD with momentum 0.9."""
 
     def __init__(self, model: nn.Module, optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {list(OPTIMIZERS)}")
         self.model = model
-        if optimizer == "adam":
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
 
     def step(self, x: torch.Tensor, target: torch.Tensor) -> StepResult:
         if not torch.isfinite(x).all():

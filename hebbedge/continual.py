@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 import hebbedge.avalanche_fixes  # noqa: F401  (SI on CPU; see the module)
 from hebbedge import data, registry
+from hebbedge.backprop import make_optimizer
 from hebbedge.config import Config, overridden, read_by, with_overrides
 from hebbedge.files import BadFileError, atomic_write, load_torch, read_json, remove_temporaries, save_json
 from hebbedge.metrics import AccuracyMatrixPlugin, OwnClassesAccuracy
@@ -213,8 +214,7 @@ def _unsupervised(run, entry, cfg, model, common, *_):
 def _backprop(run, entry, cfg, model, common, *_):
     """Avalanche's baselines, trained by backprop with the config's optimizer."""
     b = cfg.backprop
-    extra = {"momentum": b.sgd_momentum} if b.optimizer == "sgd" else {}
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[b.optimizer](model.parameters(), lr=b.lr, **extra)
+    optimizer = make_optimizer(b.optimizer, model.parameters(), b.lr, b.sgd_momentum)
     args = dict(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
     extra = {"naive": {}, "joint": {}, "ewc": dict(ewc_lambda=b.ewc_lambda), "si": dict(si_lambda=b.si_lambda),
              "lwf": dict(alpha=b.lwf_alpha, temperature=b.lwf_temperature), "replay": dict(mem_size=b.replay_mem_size)}

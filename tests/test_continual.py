@@ -216,6 +216,19 @@ def test_the_hebbian_section_names_the_optimizer_on_c():
     assert (strategy.optimizer.defaults["momentum"], strategy.optimizer.defaults["lr"]) == (0.9, 0.1)
 
 
+@pytest.mark.parametrize("name, cls, momentum", [("adam", torch.optim.Adam, None), ("sgd", torch.optim.SGD, 0.9)])
+def test_the_backprop_section_names_the_baselines_optimizer(name, cls, momentum):
+    from hebbedge.config import with_overrides
+    from hebbedge.continual import make_strategy
+    from hebbedge.scenarios import load_config
+
+    cfg = with_overrides(load_config("split-mnist"), {"backprop": {"optimizer": name, "sgd_momentum": 0.9, "lr": 0.02}})
+    strategy = make_strategy(StreamRun("split-mnist", "ewc", seed=0), cfg, (1, 28, 28), 10, torch.device("cpu"), [],
+                             EvaluationPlugin(loggers=[]))
+    assert type(strategy.optimizer) is cls and strategy.optimizer.defaults["lr"] == 0.02
+    assert strategy.optimizer.defaults.get("momentum") == momentum
+
+
 def test_hybrid_cannot_freeze_c_and_needs_linear():
     from hebbedge.learner import HebbianLearner
 

@@ -268,6 +268,22 @@ def test_softhebb_command_reports_the_random_weights_control(tmp_path):
     assert bad.exit_code == 2 and "valid: mean, max" in bad.output
     bad = CliRunner().invoke(app, ["softhebb", "mnist", "--batch-size", "0"])
     assert bad.exit_code == 2 and "--batch-size must be a positive" in bad.output
+    bad = CliRunner().invoke(app, ["softhebb", "mnist", "--radius", "0"])
+    assert bad.exit_code == 2 and "--radius must be positive" in bad.output
+
+
+@pytest.mark.parametrize("setting, message", [({"batch_size": 0}, "--batch-size must be a positive number of images, got 0"),
+                                              ({"radius": float("nan")}, "--radius must be positive"),
+                                              ({"schedule": "slow"}, "unknown --schedule 'slow'; valid: paper, quick")])
+def test_softhebb_run_refuses_bad_settings_before_training(setting, message):
+    """The library checks what the command checks: a caller of `run` gets the same errors."""
+    import torch
+
+    from hebbedge.benchmarks.softhebb import run
+
+    x = torch.zeros(4, 1, 28, 28)
+    with pytest.raises(ValueError, match=message):
+        run((x, torch.zeros(4, dtype=torch.long), x, torch.zeros(4, dtype=torch.long)), width_factor=1, progress=False, **setting)
 
 
 def test_linear_probe_halves_its_rate_at_the_given_fractions(monkeypatch):

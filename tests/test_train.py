@@ -137,3 +137,8 @@ def test_an_iid_config_is_the_shared_schema_and_takes_set():
                                ({"hebbian": {"eta": "fast"}}, "--set: hebbian.eta: expected float")):
         with pytest.raises(ConfigError, match=message):
             cfg.with_overrides(overrides)
+
+
+def test_the_backprop_learner_names_a_bad_optimizer():
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamw'; expected one of \['adam', 'sgd'\]"):
+        BackpropLearner(torch.nn.Linear(4, 2), "adamw")

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from hebbedge.layers import HebbLayer
-from hebbedge.nets import Triangle, softhebb_block, unsupervised_epoch  # noqa: F401  (Triangle: part of the protocol's API)
+from hebbedge.nets import SOFTHEBB_ORDERS, Triangle, softhebb_block, unsupervised_epoch  # noqa: F401  (Triangle: part of the protocol's API)
+from hebbedge.rules import SoftHebbRule
 from hebbedge.benchmarks.semisup import embed, linear_probe
 
 # One row per layer of Table 4: (kernel, pooling). Pooling "max" is 4x4 stride 2, "avg" is 2x2 stride 2.
@@ -96,6 +97,20 @@ def fit_batchnorm(net: nn.Sequential, x: torch.Tensor, batch_size: int = 500) ->
     net.eval()
 
 
+def check_settings(schedule: str = "paper", arch: str = "mnist-cifar", order: str = "pool-triangle",
+                   normalise: str = "mean", batch_size: int | None = None, radius: float = 3.0) -> None:
+    """ValueError naming what was expected for the first of `run`'s settings that is invalid, so that a
+    caller can refuse them before loading any data."""
+    for flag, value, valid in (("--schedule", schedule, SCHEDULES), ("--arch", arch, ARCHITECTURES),
+                               ("--order", order, SOFTHEBB_ORDERS), ("--normalise", normalise, SoftHebbRule.NORMALISE)):
+        if value not in valid:
+            raise ValueError(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number of images, got {batch_size}")
+    if not radius > 0:  # (NaN too)
+        raise ValueError(f"--radius must be positive (the initial weights' expected row norm), got {radius}")
+
+
 def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, schedule: str = "paper", seed: int = 0,
         progress: bool = True, arch: str = "mnist-cifar", probe_epochs: int | None = None, batch_size: int | None = None,
         order: str = "pool-triangle", normalise: str = "mean", radius: float = 3.0) -> dict:
@@ -103,8 +118,7 @@ def run(data: tuple[torch.Tensor, ...], width_factor: int = 4, schedule: str = "
     control. `probe_epochs` and `batch_size` (label-free) override the schedule's; `order`, `normalise`
     and `radius` build the net (`softhebb_net`). The record holds each head's test accuracy per epoch
     (`*_curve`)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown SoftHebb schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    check_settings(schedule, arch, order, normalise, batch_size, radius)
     s = SCHEDULES[schedule]
     epochs = s.probe_epochs if probe_epochs is None else probe_epochs
     batch_size = s.batch_size if batch_size is None else batch_size
