@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hebbedge.config import CHOICES
+from hebbedge.config import CHOICES, HebbianSection
 from hebbedge.layers import HebbLayer
 
 # What trains C: AdamW (the thesis's i.i.d. runs, §6.1) or SGD with momentum (its continual-learning runs, §6.3).
@@ -42,13 +42,13 @@ class HebbianLearner:
     def __init__(
         self,
         model: nn.Module,
-        lr: float = 0.03,
-        weight_decay: float = 0.003,
+        lr: float = HebbianSection.lr,
+        weight_decay: float = HebbianSection.weight_decay,
         betas: tuple[float, float] = (0.9, 0.999),
         sgd_lr: float | None = None,
         fast: bool = True,
-        optimizer: str = "adamw",
-        momentum: float = 0.0,
+        optimizer: str = HebbianSection.optimizer,
+        momentum: float = HebbianSection.sgd_momentum,
     ) -> None:
         """`optimizer` trains C: "adamw" (with `betas`) or "sgd" (with `momentum`); `weight_decay` is
         AdamW's decoupled decay or SGD's L2 term, both lr * weight_decay * C per step without momentum.

@@ -18,6 +18,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 
+from hebbedge.config import HebbianSection
 from hebbedge.learner import HebbianLearner
 
 
@@ -28,10 +29,10 @@ class HebbianStrategy(SupervisedTemplate):
         self,
         *,
         model: nn.Module,
-        c_optimizer: str = "adamw",
-        c_lr: float = 0.03,
-        c_momentum: float = 0.0,
-        c_weight_decay: float = 0.003,
+        c_optimizer: str = HebbianSection.optimizer,  # C's defaults are the [hebbian] section's
+        c_lr: float = HebbianSection.lr,
+        c_momentum: float = HebbianSection.sgd_momentum,
+        c_weight_decay: float = HebbianSection.weight_decay,
         sgd_lr: float | None = None,
         train_mb_size: int = 64,
         train_epochs: int = 1,
