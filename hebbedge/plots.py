@@ -29,8 +29,10 @@ def plot_learning_curves(result: dict, path: str | Path) -> Path:
         if "test_acc" in run["history"][0]:
             ax.plot(epochs, [100 * h["test_acc"] for h in run["history"]], ls="--", marker="x", ms=3, color=f"C{k}",
                     label=f"{name} test")
-    cfg = next(iter(runs.values()))["config"]
-    arch = "x".join(map(str, cfg["widths"])) if cfg["arch"] == "linear" else f"conv F-{cfg['width_factor']}"
+    configs = [run["config"] for run in runs.values()]
+    cfg = configs[0]
+    arch = " and ".join(dict.fromkeys("x".join(map(str, c["widths"])) if c["arch"] == "linear" else f"conv F-{c['width_factor']}"
+                                      for c in configs))  # each net once, in the runs' order
     name = result.get("benchmark", f"{cfg['dataset']} {cfg['learner']} seed {cfg['seed']}")
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{name}, {arch}, batch {cfg['batch_size']} ({result['device']})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -75,7 +77,7 @@ def plot_accuracy_matrices(matrices: dict[str, dict[str, list[list[float]]]], pa
             for i, row in enumerate(m):
                 for j, v in enumerate(row):
                     ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
-            ax.set(title=f"{learner}, {protocol}", xlabel="evaluated experience", ylabel="after training")
+            ax.set(title=f"{learner}\n{protocol}", xlabel="evaluated experience", ylabel="after training")
             ax.title.set_fontsize(9)
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
@@ -94,11 +96,12 @@ def plot_experience_curves(matrices: dict[str, list[list[float]]], protocol: str
         for j in range(len(m[0])):
             ax.plot(range(j, len(m)), [100 * m[i][j] for i in range(j, len(m))], marker="o", ms=3, label=f"exp {j}")
         ax.set(title=learner, xlabel="after training experience", ylabel="accuracy (%)", ylim=(0, 102))
+        ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
     for k in range(len(learners), rows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"accuracy of each experience over time ({protocol})")
+    fig.suptitle(f"accuracy of each experience over time ({protocol})", fontsize=9 if cols == 1 else None)  # one panel: narrow
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

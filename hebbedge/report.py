@@ -114,10 +114,26 @@ def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> di
     atomic_write(out / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     md = f"# {scenario}: forgetting versus backprop\n\n{markdown_table(table, seeds, cost)}\n"
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
-    first = {learner: runs[0]["protocols"] for learner, runs in results.items()}
-    matrices = {learner: {p: v["matrix"] for p, v in protocols.items()} for learner, protocols in first.items()}
+    plot_report(results, out)
+    return record
+
+
+def seed_mean_matrices(results: dict[str, list[dict]]) -> dict[str, dict[str, list[list[float]]]]:
+    """Per learner, named with its seeds ("naive, mean of 5 seeds" or "naive, seed 0"), and per protocol: the
+    accuracy matrix a[i][j] averaged over the seeds entry by entry."""
+    out = {}
+    for learner, runs in results.items():
+        name = f"{learner}, mean of {len(runs)} seeds" if len(runs) > 1 else f"{learner}, seed {runs[0]['run']['seed']}"
+        out[name] = {p: [[statistics.fmean(v) for v in zip(*rows)] for rows in zip(*(r["protocols"][p]["matrix"] for r in runs))]
+                     for p in runs[0]["protocols"]}
+    return out
+
+
+def plot_report(results: dict[str, list[dict]], out: Path) -> None:
+    """The report's PNGs: heatmaps and per-experience curves of each learner's mean over seeds (a single seed's
+    curves would pass for the report's figures), and the final accuracy of every seed."""
+    matrices = seed_mean_matrices(results)
     plot_accuracy_matrices(matrices, out / "accuracy_matrices.png")
     plot_final_accuracy(results, out / "final_accuracy.png")
-    for p in next(iter(first.values())):
+    for p in next(iter(matrices.values())):
         plot_experience_curves({learner: m[p] for learner, m in matrices.items()}, p, out / f"experience_accuracy_{p}.png")
-    return record

@@ -170,3 +170,16 @@ def test_compare_set_overrides_a_config_value_and_rejects_unknown_keys(tmp_path)
     for bad, message in (("model.widths", "SECTION.KEY=VALUE"), ("model.depth=3", "unknown key model.depth")):
         result = runner.invoke(app, args[:-1] + [str(tmp_path / "d"), "--set", bad])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_report_plots_the_seed_mean_matrix_and_says_so():
+    """A multi-seed report's heatmaps and curves show the mean over seeds, named as such, not the first seed."""
+    from hebbedge.report import seed_mean_matrices
+
+    def run(seed, a):
+        return {"run": {"seed": seed}, "protocols": {"task-aware": {"matrix": [[a, 0.0], [a / 2, 1.0]]}}}
+
+    means = seed_mean_matrices({"naive": [run(0, 0.8), run(1, 0.4)], "ewc": [run(3, 0.5)]})
+    assert list(means) == ["naive, mean of 2 seeds", "ewc, seed 3"]
+    assert [pytest.approx(row) for row in means["naive, mean of 2 seeds"]["task-aware"]] == [[0.6, 0.0], [0.3, 1.0]]
+    assert means["ewc, seed 3"]["task-aware"] == [[0.5, 0.0], [0.25, 1.0]]
