@@ -330,10 +330,12 @@ THESIS_6_10 = {  # thesis Table 6.10 per net: average accuracy, and the final ac
 
 
 def experience_means(runs: list[dict], protocol: str, diagonal: bool = False) -> list[float]:
-    """Each experience's accuracy, mean over the runs (seeds): at the end (the accuracy matrix's last row),
-    or right after it was trained (its diagonal)."""
-    matrices = [run["protocols"][protocol]["matrix"] for run in runs]
-    return [statistics.fmean(m[j][j] if diagonal else m[-1][j] for m in matrices) for j in range(len(matrices[0]))]
+    """Each experience's accuracy, mean over the runs (seeds): at the end (the mean accuracy matrix's last
+    row, as the report's plots show it), or right after it was trained (its diagonal)."""
+    from hebbedge.report import mean_matrix
+
+    m = mean_matrix(runs, protocol)
+    return [m[j][j] for j in range(len(m))] if diagonal else m[-1]
 
 
 def table_6_10(net: str) -> dict:
@@ -422,15 +424,16 @@ def progress(path: str) -> tuple[str, str]:
 def seeds_headline() -> str:
     linear, conv = progress("seeds/mnist-linear-ch-seed0.json"), progress("seeds/mnist-conv-f1-ch-seed0.json")
     f1, f4 = (load(f"seeds/mnist-conv-f{k}-ch-seed0.json") for k in (1, 4))  # F-4: as many epochs as this CPU trained
+    f4_epochs = len(f4["history"])
     softhebb = load("seeds/softhebb-mnist-f4-paper-seed0.json")
     curve = "[PNG](results/seeds/{})".format
     rows = [["thesis, MNIST, CH linear (4×2000 tanh, batch 32, 100 epochs)", "96.98 ± 0.11", linear[0], linear[1],
              curve("mnist-linear-ch-seed0.png")],
             ["thesis, MNIST, CH conv (F-4, 50 epochs)", "99.04",
-             f"F-1: {conv[0]}; F-4 after epoch {len(f4['history'])}: {pct(f4['history'][-1]['test_acc'])} "
-             f"(F-1 after epoch {len(f4['history'])}: {pct(f1['history'][len(f4['history']) - 1]['test_acc'])})",
-             f"F-1 {conv[1]}; F-4 {len(f4['history'])} of {f4['config']['epochs']} epochs "
-             f"({f4['seconds'] / len(f4['history']) / 60:.0f} min per epoch on one core; all 50 need a GPU)",
+             f"F-1: {conv[0]}; F-4 after epoch {f4_epochs}: {pct(f4['history'][-1]['test_acc'])} "
+             f"(F-1 after epoch {f4_epochs}: {pct(f1['history'][f4_epochs - 1]['test_acc'])})",
+             f"F-1 {conv[1]}; F-4 {f4_epochs} of {f4['config']['epochs']} epochs "
+             f"({f4['seconds'] / f4_epochs / 60:.0f} min per epoch on one core; all {f4['config']['epochs']} need a GPU)",
              curve("mnist-conv-f1-f4-ch-seed0.png")]]
     slow = load("seeds/table-6.10-conv-lr0.001/results.json")  # C by AdamW at lr 0.001
     n_slow = slow["seeds"]

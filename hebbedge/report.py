@@ -118,14 +118,18 @@ def write_report(scenario: str, results: dict[str, list[dict]], out: Path) -> di
     return record
 
 
+def mean_matrix(runs: list[dict], protocol: str) -> list[list[float]]:
+    """The runs' (seeds') accuracy matrices a[i][j] under `protocol`, averaged entry by entry."""
+    return [[statistics.fmean(v) for v in zip(*rows)] for rows in zip(*(r["protocols"][protocol]["matrix"] for r in runs))]
+
+
 def seed_mean_matrices(results: dict[str, list[dict]]) -> dict[str, dict[str, list[list[float]]]]:
-    """Per learner, named with its seeds ("naive, mean of 5 seeds" or "naive, seed 0"), and per protocol: the
-    accuracy matrix a[i][j] averaged over the seeds entry by entry."""
+    """Per learner, named with its seeds ("naive, mean of 5 seeds" or "naive, seed 0"), and per protocol: its
+    `mean_matrix`."""
     out = {}
     for learner, runs in results.items():
         name = f"{learner}, mean of {len(runs)} seeds" if len(runs) > 1 else f"{learner}, seed {runs[0]['run']['seed']}"
-        out[name] = {p: [[statistics.fmean(v) for v in zip(*rows)] for rows in zip(*(r["protocols"][p]["matrix"] for r in runs))]
-                     for p in runs[0]["protocols"]}
+        out[name] = {p: mean_matrix(runs, p) for p in runs[0]["protocols"]}
     return out
 
 
