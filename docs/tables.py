@@ -407,9 +407,8 @@ def seeds_table_6_10_conv_ch_optimizer() -> str:
                      "at the end, pairs 1–5 (mean over seeds)", "final avg, task-aware", "final avg, class-incremental"], rows)
 
 
-def progress(path: str) -> tuple[str, str]:
+def progress(run: dict) -> tuple[str, str]:
     """An i.i.d. run's test accuracy at its best validation epoch, and how far it got with its trend."""
-    run = load(path)
     history, total = run["history"], run["config"]["epochs"]
     best = history[run["best_epoch"] - 1]
     ours = f"{pct(best['test_acc'])} (epoch {run['best_epoch']})"
@@ -422,8 +421,8 @@ def progress(path: str) -> tuple[str, str]:
 
 @table
 def seeds_headline() -> str:
-    linear, conv = progress("seeds/mnist-linear-ch-seed0.json"), progress("seeds/mnist-conv-f1-ch-seed0.json")
     f1, f4 = (load(f"seeds/mnist-conv-f{k}-ch-seed0.json") for k in (1, 4))  # F-4: as many epochs as this CPU trained
+    linear, conv = progress(load("seeds/mnist-linear-ch-seed0.json")), progress(f1)
     f4_epochs = len(f4["history"])
     softhebb = load("seeds/softhebb-mnist-f4-paper-seed0.json")
     curve = "[PNG](results/seeds/{})".format
